@@ -1,0 +1,45 @@
+# tesla-podd: `make help` lists the targets.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+DATA ?= data
+ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help install demo test test-all lint smoke buffers results clean-outputs
+
+help: ## list the targets
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed ## create .venv and install the package with dev tools (pip install -e .[dev])
+
+demo: install ## the whole pipeline on a small default (CIFAR-10; DATA=/folder/holding/cifar10 offline)
+	$(PY) -m tesla_podd.train experiment=demo paths.data_dir=$(DATA) $(ARGS)
+
+test: install ## the test suite (CPU, no slow/gpu tests)
+	$(PY) -m pytest -m "not slow and not gpu" -q
+
+test-all: install ## every test, slow ones included
+	$(PY) -m pytest -q
+
+lint: install ## ruff
+	$(VENV)/bin/ruff check tesla_podd tests scripts
+
+smoke: install ## every method on fake data in seconds
+	$(PY) -m tesla_podd.train -m debug=smoke method=random
+
+buffers: install ## expert trajectories only: make buffers ARGS="dataset=cifar10 dataset.zca=kornia"
+	$(PY) -m tesla_podd.train stages=[buffer] paths.data_dir=$(DATA) $(ARGS)
+
+results: install ## markdown table of every eval.json under outputs/ beside the papers' figures
+	$(PY) scripts/collect_results.py outputs
+
+clean-outputs: ## delete outputs/ (runs, buffers, caches)
+	rm -rf outputs/*
+	touch outputs/.gitkeep

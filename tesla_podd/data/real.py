@@ -1,0 +1,136 @@
+"""Real datasets as uint8 tensors: one `load_real(dataset_cfg, cache_dir)` for every dataset.
+
+Readers (in `readers.py`) turn each dataset's release layout into uint8 [N,C,H,W] tensors; here we
+add caching (decode once, then load the tensors), the optional class-balanced `train_subset`, and
+the normalisation statistics."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .. import atomic
+from ..errors import ConfigError, DataError, check_choice
+from ..seeding import generator
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RealData:
+    name: str
+    train_x: torch.Tensor  # uint8 [N, C, H, W]; may be memory-mapped (ImageNet-1K 64x64)
+    train_y: torch.Tensor  # int64 [N]
+    test_x: torch.Tensor  # uint8 [M, C, H, W]
+    test_y: torch.Tensor  # int64 [M]
+    class_names: list[str]
+    mean: tuple[float, ...]  # per-channel, of images in [0, 1]
+    std: tuple[float, ...]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return tuple(self.train_x.shape[1:])
+
+    def indices_of_class(self, c: int) -> torch.Tensor:
+        return torch.nonzero(self.train_y == c).flatten()
+
+
+def _cache_file(cache_dir: Path, name: str, root: Path, image_size: int) -> Path:
+    key = hashlib.sha1(f"{Path(root).resolve()}|{image_size}".encode()).hexdigest()[:10]
+    return Path(cache_dir) / "datasets" / f"{name}-{image_size}px-{key}.pt"
+
+
+def load_real(dataset_cfg, cache_dir: str | Path) -> RealData:
+    """Load (and cache) the dataset described by a `conf/dataset/*.yaml` node."""
+    from .readers import READERS
+
+    name = dataset_cfg.name
+    check_choice("dataset.name", name, READERS)
+    root = Path(str(dataset_cfg.root)) if dataset_cfg.get("root") else None
+    image_size = int(dataset_cfg.image_size)
+    reader = READERS[name]
+    cache = None if name == "fake" or root is None else _cache_file(Path(cache_dir), name, root, image_size)
+
+    if cache is not None and cache.exists():
+        try:
+            raw = torch.load(cache, map_location="cpu", weights_only=False, mmap=True)
+        except Exception as exc:  # a corrupt cache is rebuilt, never trusted
+            log.warning("dataset cache %s unreadable (%s); decoding again", cache, exc)
+            raw = None
+    else:
+        raw = None
+    if raw is None:
+        raw = reader(
+            root=root,
+            download=bool(dataset_cfg.get("download", False)),
+            image_size=image_size,
+            cache_dir=Path(cache_dir),
+        )
+        if cache is not None and raw.pop("cacheable", True):
+            atomic.save_torch(raw, cache)
+            log.info("cached decoded %s at %s", name, cache)
+    raw.pop("cacheable", None)
+
+    data = RealData(
+        name=name,
+        train_x=raw["train_x"],
+        train_y=raw["train_y"].long(),
+        test_x=raw["test_x"],
+        test_y=raw["test_y"].long(),
+        class_names=list(raw["class_names"]),
+        mean=tuple(float(m) for m in dataset_cfg.mean),
+        std=tuple(float(s) for s in dataset_cfg.std),
+    )
+    _check_shapes(data, dataset_cfg)
+    subset = dataset_cfg.get("train_subset")
+    if subset:
+        data = class_balanced_subset(data, int(subset), seed=int(dataset_cfg.get("subset_seed", 0)))
+    return data
+
+
+def _check_shapes(data: RealData, cfg) -> None:
+    c, h, w = data.image_shape
+    if (c, h, w) != (int(cfg.channels), int(cfg.image_size), int(cfg.image_size)):
+        raise DataError(
+            f"Dataset `{cfg.name}` under `dataset.root={cfg.get('root')}` holds images of shape "
+            f"{(c, h, w)}, but the config expects {(cfg.channels, cfg.image_size, cfg.image_size)} "
+            "(`dataset.channels`, `dataset.image_size`)."
+        )
+    if data.num_classes != int(cfg.num_classes):
+        raise DataError(
+            f"Dataset `{cfg.name}` has {data.num_classes} classes, but `dataset.num_classes` is "
+            f"{cfg.num_classes}. Set `dataset.num_classes={data.num_classes}` if this copy is a subset."
+        )
+
+
+def class_balanced_subset(data: RealData, size: int, seed: int = 0) -> RealData:
+    """`size` training images, as equal per class as possible, chosen at random (seeded)."""
+    n = data.train_y.numel()
+    if size <= 0 or size > n:
+        raise ConfigError(f"`dataset.train_subset` is {size}, but must be between 1 and {n} (the train size).")
+    g = generator(seed, "train_subset", data.name)
+    per_class = [data.indices_of_class(c) for c in range(data.num_classes)]
+    base, extra = divmod(size, data.num_classes)
+    picks = []
+    for c, idx in enumerate(per_class):
+        k = min(len(idx), base + (1 if c < extra else 0))
+        picks.append(idx[torch.randperm(len(idx), generator=g)[:k]])
+    keep = torch.sort(torch.cat(picks)).values
+    return RealData(
+        name=data.name,
+        train_x=data.train_x[keep],
+        train_y=data.train_y[keep],
+        test_x=data.test_x,
+        test_y=data.test_y,
+        class_names=data.class_names,
+        mean=data.mean,
+        std=data.std,
+    )

@@ -1,0 +1,83 @@
+"""PixelSet: the classic synthetic set, IPC learnable images per class (class-major order)."""
+
+from __future__ import annotations
+
+import torch
+
+from ..data.real import RealData
+from ..errors import ConfigError, check_choice
+from .base import Batch
+
+INITS = ("real", "noise")
+
+
+def init_from_real(real: RealData, preprocess, ipc: int, gen: torch.Generator) -> torch.Tensor:
+    """`ipc` random real train images per class (seeded), in model space, class-major."""
+    picks = []
+    for c in range(real.num_classes):
+        idx = real.indices_of_class(c)
+        if len(idx) < ipc:
+            raise ConfigError(
+                f"`ipc={ipc}` but class {c} ({real.class_names[c]!r}) has only {len(idx)} training images; "
+                "lower `ipc` or `dataset.train_subset`."
+            )
+        picks.append(idx[torch.randperm(len(idx), generator=gen)[:ipc]])
+    return preprocess(real.train_x[torch.cat(picks)])
+
+
+class PixelSet:
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, num_classes: int, learn_labels: bool = False):
+        self.images = images.detach().clone().requires_grad_(True)
+        self.labels = labels.detach().clone()
+        if learn_labels:
+            self.labels = self.labels.float().requires_grad_(True)
+        self.num_classes = num_classes
+        self.num_items = images.shape[0]
+
+    @classmethod
+    def build(cls, real: RealData, preprocess, ipc, init: str, gen: torch.Generator, device,
+              learn_labels: bool = False) -> PixelSet:
+        check_choice("synset.init", init, INITS)
+        if float(ipc) != int(ipc) or int(ipc) < 1:
+            raise ConfigError(
+                f"`ipc={ipc}`: the pixel synthetic set needs a whole number of images per class (>= 1). "
+                "Fractional IPC needs a poster: `method=podd` (or `synset=poster`)."
+            )
+        ipc = int(ipc)
+        if init == "real":
+            images = init_from_real(real, preprocess, ipc, gen)
+        else:
+            c, h, w = real.image_shape
+            images = torch.randn(real.num_classes * ipc, c, h, w, generator=gen)
+        labels = torch.arange(real.num_classes).repeat_interleave(ipc)
+        if learn_labels:
+            labels = torch.nn.functional.one_hot(labels, real.num_classes)
+        return cls(images.to(device), labels.to(device), real.num_classes, learn_labels)
+
+    def param_groups(self) -> dict[str, list[torch.Tensor]]:
+        groups = {"images": [self.images]}
+        if self.labels.requires_grad:
+            groups["labels"] = [self.labels]
+        return groups
+
+    def sample(self, idx: torch.Tensor) -> Batch:
+        return Batch(self.images[idx], self.labels[idx])
+
+    def materialize(self) -> Batch:
+        return Batch(self.images.detach().clone(), self.labels.detach().clone())
+
+    def preview(self) -> torch.Tensor:
+        return self.images.detach()
+
+    def project_(self) -> None:
+        if self.labels.requires_grad:
+            with torch.no_grad():
+                self.labels.clamp_(min=0)
+
+    def state_dict(self) -> dict:
+        return {"images": self.images.detach().cpu(), "labels": self.labels.detach().cpu()}
+
+    def load_state_dict(self, state: dict) -> None:
+        with torch.no_grad():
+            self.images.copy_(state["images"])
+            self.labels.copy_(state["labels"])

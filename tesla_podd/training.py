@@ -66,7 +66,7 @@ def train_classifier(
             on_epoch_end(epoch, model, opt)
         if progress is not None:
             progress.update(1)
-            progress.set_postfix(loss=f"{loss.item():.3f}")
+            progress.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
     return opt
 
 

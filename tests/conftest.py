@@ -44,8 +44,9 @@ def smoke_cfg(tmp_path):
 
 def run_cli(*args: str, cwd: Path = REPO, timeout: int = 300, env_extra: dict | None = None):
     """`python -m tesla_podd.train args...` as a user would run it; returns CompletedProcess."""
-    env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1", **(env_extra or {})}
+    env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
     env.pop("HYDRA_FULL_ERROR", None)
+    env.update(env_extra or {})
     return subprocess.run([sys.executable, "-m", "tesla_podd.train", *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=timeout)
 

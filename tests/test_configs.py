@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from omegaconf import OmegaConf
-
 from conftest import CONF, compose_cfg
+from omegaconf import OmegaConf
 
 GROUPS = ["dataset", "model", "augment", "synset", "algorithm", "method", "buffer", "eval", "wandb", "paths",
           "debug"]

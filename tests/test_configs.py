@@ -6,7 +6,7 @@ import pytest
 from conftest import CONF, compose_cfg
 from omegaconf import OmegaConf
 
-GROUPS = ["dataset", "model", "augment", "synset", "algorithm", "method", "buffer", "eval", "wandb", "paths",
+GROUPS = ["dataset", "model", "augment", "synset", "algorithm", "method", "buffer", "distill", "eval", "wandb", "paths",
           "debug"]
 
 

@@ -1,5 +1,12 @@
-"""Algorithm registry: `algorithm.name` -> a function (cfg, ctx) -> (synset, learned lr or None, info)."""
+"""Algorithm registry: `algorithm.name` -> class built as cls(cfg, ctx, synset) (see base.Distiller)."""
 
-from .random import distill_random
+from .random import RandomBaseline
 
-ALGORITHMS = {"random": distill_random}
+ALGORITHMS = {"random": RandomBaseline}
+
+
+def build_algorithm(cfg, ctx, synset):
+    from ..errors import check_choice
+
+    check_choice("algorithm.name", cfg.algorithm.name, ALGORITHMS)
+    return ALGORITHMS[cfg.algorithm.name](cfg, ctx, synset)

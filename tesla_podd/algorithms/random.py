@@ -2,11 +2,31 @@
 
 from __future__ import annotations
 
-from ..seeding import generator
-from ..synset.pixels import PixelSet
 
+class RandomBaseline:
+    needs_buffer = False
+    iterations = 0
 
-def distill_random(cfg, ctx) -> tuple[PixelSet, float | None, dict]:
-    gen = generator(cfg.seed, "synset-init")
-    synset = PixelSet.build(ctx.real, ctx.preprocess, cfg.synset.ipc, "real", gen, ctx.device)
-    return synset, None, {"iterations": 0}
+    def __init__(self, cfg, ctx, synset):
+        self.synset = synset
+
+    def optimizers(self):
+        return []
+
+    def meta_step(self, it, gen):  # never called: zero iterations
+        raise RuntimeError("the random baseline has nothing to optimise")
+
+    def after_step(self):
+        pass
+
+    def eval_lr(self):
+        return None
+
+    def final_labels(self):
+        return None
+
+    def state_dict(self):
+        return {}
+
+    def load_state_dict(self, state):
+        pass

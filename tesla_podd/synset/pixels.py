@@ -8,7 +8,7 @@ from ..data.real import RealData
 from ..errors import ConfigError, check_choice
 from .base import Batch
 
-INITS = ("real", "noise")
+INITS = ("real", "noise", "unit_noise")  # unit_noise: N(0,1) scaled to unit L2 norm per image (RaT-BPTT)
 
 
 def init_from_real(real: RealData, preprocess, ipc: int, gen: torch.Generator) -> torch.Tensor:
@@ -30,7 +30,7 @@ class PixelSet:
         self.images = images.detach().clone().requires_grad_(True)
         self.labels = labels.detach().clone()
         if learn_labels:
-            self.labels = self.labels.float().requires_grad_(True)
+            self.labels = self.labels.to(images.dtype).requires_grad_(True)
         self.num_classes = num_classes
         self.num_items = images.shape[0]
 
@@ -49,6 +49,8 @@ class PixelSet:
         else:
             c, h, w = real.image_shape
             images = torch.randn(real.num_classes * ipc, c, h, w, generator=gen)
+            if init == "unit_noise":  # RaT-BPTT: random images on the unit sphere (norm over C*H*W)
+                images = images / images.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
         labels = torch.arange(real.num_classes).repeat_interleave(ipc)
         if learn_labels:
             labels = torch.nn.functional.one_hot(labels, real.num_classes)

@@ -1,0 +1,142 @@
+"""The trajectory-matching loss and its gradient, three ways (ALGORITHMS.md sections 2-4).
+
+A student starts at an expert checkpoint theta_0 and takes N steps on the synthetic set,
+    g_i = grad_theta CE(f(theta_i; A(X[B_i]; w_i)), y_i),   theta_{i+1} = theta_i - alpha g_i,
+and L = |theta_N - theta*|^2 / |theta_0 - theta*|^2. The mini-batches B_i, augmentation parameters
+w_i and labels y_i are drawn once per iteration (`StepPlan`), so every pass replays them exactly.
+
+- unrolled: autograd through all N steps (MTT; memory linear in N).
+- tesla:    TESLA's two passes, one step's graph alive at a time; equals autograd through the
+            unrolled loop with every theta_i detached inside g_i (drops the Hessian terms).
+- exact:    an adjoint (reverse) pass with stored parameter vectors, one step's graph alive at a
+            time; equals full MTT backprop. Keeps every k-th theta_i and recomputes the rest.
+
+Each function fills `.grad` of the synthetic set's learnable tensors and of the learnable lr,
+and returns the loss. Gradients reach pixels or a poster alike through `synset.sample`."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from ..data.augment import AugParams
+from ..synset.base import soft_cross_entropy
+from .base import PositiveScalar, learnable_tensors
+
+GRAD_MODES = ("unrolled", "tesla", "exact")
+
+
+@dataclass
+class StepPlan:
+    idx: torch.Tensor  # synthetic-set indices of this step's mini-batch
+    aug: AugParams  # this step's augmentation parameters
+    y: torch.Tensor | None = None  # labels overriding the set's own (TESLA's soft labels), no grad
+
+
+class Student:
+    """The student's loss at one step, rebuilt identically in every pass."""
+
+    def __init__(self, flat_model, synset, augment):
+        self.flat, self.synset, self.augment = flat_model, synset, augment
+
+    def batch(self, plan: StepPlan):
+        b = self.synset.sample(plan.idx)
+        return self.augment.apply(b.x, plan.aug), (b.y if plan.y is None else plan.y)
+
+    def loss(self, theta: torch.Tensor, plan: StepPlan) -> torch.Tensor:
+        x, y = self.batch(plan)
+        return soft_cross_entropy(self.flat(theta, x), y)
+
+    def grad_no_graph(self, theta: torch.Tensor, plan: StepPlan) -> torch.Tensor:
+        """g_i with no graph to the synthetic set (forward passes of TESLA/exact)."""
+        th = theta.detach().requires_grad_(True)
+        with torch.no_grad():
+            x, y = self.batch(plan)
+        x, y = x.detach(), y.detach()
+        return torch.autograd.grad(soft_cross_entropy(self.flat(th, x), y), th)[0]
+
+    def grad_with_graph(self, theta: torch.Tensor, plan: StepPlan):
+        """(theta_i as a fresh leaf, g_i with create_graph) for the backward passes."""
+        th = theta.detach().requires_grad_(True)
+        g = torch.autograd.grad(self.loss(th, plan), th, create_graph=True)[0]
+        return th, g
+
+
+def _add_grad(t: torch.Tensor, g: torch.Tensor | None) -> None:
+    if g is not None:
+        t.grad = g.detach().clone() if t.grad is None else t.grad + g.detach()
+
+
+def match_unrolled(student: Student, plans: list[StepPlan], theta0, target, lr: PositiveScalar) -> float:
+    alpha = lr.value  # keeps the graph to log(alpha)
+    theta = theta0.detach().requires_grad_(True)
+    start = theta
+    for plan in plans:
+        g = torch.autograd.grad(student.loss(theta, plan), theta, create_graph=True)[0]
+        theta = theta - alpha * g
+    loss = ((theta - target) ** 2).sum() / ((start.detach() - target) ** 2).sum()
+    leaves = learnable_tensors(student.synset) + [lr.log]
+    torch.autograd.backward(loss, inputs=[t for t in leaves if t.requires_grad])
+    return loss.item()
+
+
+def match_tesla(student: Student, plans: list[StepPlan], theta0, target, lr: PositiveScalar) -> float:
+    alpha = lr.value.detach()
+    leaves = learnable_tensors(student.synset)
+    # Pass 1, no graph: theta_N and G = sum_i g_i.
+    theta, grad_sum = theta0.detach().clone(), torch.zeros_like(theta0)
+    for plan in plans:
+        g = student.grad_no_graph(theta, plan)
+        grad_sum += g
+        theta = theta - alpha * g
+    denom = ((theta0 - target) ** 2).sum()
+    resid = (theta - target).detach()
+    loss = (resid**2).sum() / denom
+    # Pass 2: dL/dX[B_i] = (2/D) (theta_N - theta*)^T (-alpha dg_i/dX), one step's graph at a time;
+    # theta_i is recomputed on the way (same ops, same values) instead of stored.
+    coef = -2.0 * alpha / denom
+    theta = theta0.detach().clone()
+    for plan in plans:
+        _, g = student.grad_with_graph(theta, plan)
+        torch.autograd.backward(coef * (resid * g).sum(), inputs=leaves)
+        theta = theta - alpha * g.detach()
+    lr.accumulate_grad(-2.0 / denom * (resid * grad_sum).sum())
+    return loss.item()
+
+
+def match_exact(student: Student, plans: list[StepPlan], theta0, target, lr: PositiveScalar,
+                keep_every: int = 0) -> float:
+    alpha = lr.value.detach()
+    leaves = learnable_tensors(student.synset)
+    n = len(plans)
+    k = keep_every if keep_every > 0 else max(1, math.isqrt(max(1, n - 1)) + 1)  # ~sqrt(N): memory N/k + k vectors
+    # Forward, no graph: keep theta_i for i = 0, k, 2k, ...
+    kept, theta = {}, theta0.detach().clone()
+    for i, plan in enumerate(plans):
+        if i % k == 0:
+            kept[i] = theta
+        theta = theta - alpha * student.grad_no_graph(theta, plan)
+    denom = ((theta0 - target) ** 2).sum()
+    lam = (2.0 * (theta - target) / denom).detach()  # dL/dtheta_N
+    loss = ((theta - target) ** 2).sum() / denom
+    d_alpha = torch.zeros((), dtype=theta0.dtype, device=theta0.device)
+    # Reverse, block by block: recompute the block's thetas, then one vector-Jacobian product per step:
+    # dL/dX += -alpha (dg_i/dX)^T lam,  dL/dalpha += -<g_i, lam>,  lam <- lam - alpha H_i lam.
+    for start in reversed(range(0, n, k)):
+        block = [kept.pop(start)]
+        for i in range(start, min(start + k, n) - 1):
+            block.append(block[-1] - alpha * student.grad_no_graph(block[-1], plans[i]))
+        for i in reversed(range(start, min(start + k, n))):
+            th, g = student.grad_with_graph(block[i - start], plans[i])
+            grads = torch.autograd.grad((g * lam).sum(), [th, *leaves], allow_unused=True)
+            for leaf, gl in zip(leaves, grads[1:]):
+                _add_grad(leaf, None if gl is None else -alpha * gl)
+            d_alpha = d_alpha - (g.detach() * lam).sum()
+            lam = lam - alpha * grads[0].detach()
+    lr.accumulate_grad(d_alpha)
+    return loss.item()
+
+
+MATCHERS = {"unrolled": match_unrolled, "tesla": match_tesla, "exact": match_exact}

@@ -1,0 +1,138 @@
+"""Each gradient mode against an independent autograd reference, in float64 (ALGORITHMS.md 2-4).
+
+- tesla  == autograd through the unrolled loop with every theta_i detached inside g_i
+- exact  == unrolled == autograd through the full unrolled loop (MTT)
+- unrolled != tesla: the Hessian terms TESLA drops are real.
+DSA is on and batch_syn is smaller than the set, so replaying mini-batches and augmentations matters."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tesla_podd.algorithms.base import PositiveScalar
+from tesla_podd.algorithms.matching import MATCHERS, StepPlan, Student
+from tesla_podd.data.augment import DSA
+from tesla_podd.models import ConvNet, FlatModel
+from tesla_podd.synset.base import soft_cross_entropy
+from tesla_podd.synset.pixels import PixelSet
+
+DT = torch.float64
+N_CLASSES, IPC, SIZE, STEPS, BATCH = 3, 2, 8, 4, 4
+
+
+def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    return ((a - b).norm() / b.norm()).item()
+
+
+def setup(soft: bool, learn_labels: bool = False, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    flat = FlatModel(ConvNet(3, N_CLASSES, SIZE, width=4, depth=1).to(DT))
+    theta0 = flat.flatten().to(DT)
+    target = theta0 + 0.05 * torch.randn(theta0.shape, generator=g, dtype=DT)
+    images = torch.randn(N_CLASSES * IPC, 3, SIZE, SIZE, generator=g, dtype=DT)
+    labels = torch.arange(N_CLASSES).repeat_interleave(IPC)
+    if learn_labels:
+        labels = torch.nn.functional.one_hot(labels, N_CLASSES).to(DT) + 0.1
+    synset = PixelSet(images, labels, N_CLASSES, learn_labels=learn_labels)
+    aug = DSA()
+    plans = []
+    for _ in range(STEPS):
+        idx = torch.randperm(images.shape[0], generator=g)[:BATCH]
+        y = torch.softmax(torch.randn(BATCH, N_CLASSES, generator=g, dtype=DT), 1) if soft else None
+        plans.append(StepPlan(idx, aug.sample(BATCH, (SIZE, SIZE), g), y))
+    return flat, synset, aug, plans, theta0, target
+
+
+def ours(mode: str, soft=False, learn_labels=False, **kw):
+    flat, synset, aug, plans, theta0, target = setup(soft, learn_labels)
+    lr = PositiveScalar(0.05, dtype=DT)
+    loss = MATCHERS[mode](Student(flat, synset, aug), plans, theta0, target, lr, **kw)
+    grads = [synset.images.grad.clone(), (lr.log.grad / lr.value).detach()]  # dL/dX, dL/dalpha
+    if learn_labels:
+        grads.append(synset.labels.grad.clone())
+    return loss, grads
+
+
+def reference(detach_thetas: bool, soft=False, learn_labels=False):
+    """Plain autograd through a Python loop of N student steps (written independently of matching.py)."""
+    flat, synset, aug, plans, theta0, target = setup(soft, learn_labels)
+    X, Y = synset.images, synset.labels
+    alpha = torch.tensor(0.05, dtype=DT, requires_grad=True)
+    theta = theta0.clone().requires_grad_(True)
+    for p in plans:
+        x = aug.apply(X[p.idx], p.aug)
+        y = p.y if p.y is not None else Y[p.idx]
+        at = theta.detach().requires_grad_(True) if detach_thetas else theta
+        logits = flat(at, x)
+        if y.dtype == torch.long:
+            ce = torch.nn.functional.cross_entropy(logits, y)
+        else:
+            ce = -(y * torch.log_softmax(logits, 1)).sum(1).mean()
+        g = torch.autograd.grad(ce, at, create_graph=True)[0]
+        theta = theta - alpha * g
+    loss = ((theta - target) ** 2).sum() / ((theta0 - target) ** 2).sum()
+    inputs = [X, alpha] + ([Y] if learn_labels else [])
+    return loss.item(), list(torch.autograd.grad(loss, inputs))
+
+
+@pytest.mark.parametrize("soft", [False, True], ids=["hard", "soft"])
+def test_tesla_equals_detached_unrolled(soft):
+    loss, grads = ours("tesla", soft)
+    ref_loss, ref = reference(detach_thetas=True, soft=soft)
+    assert abs(loss - ref_loss) < 1e-12
+    for a, b in zip(grads, ref):
+        assert rel_err(a, b) < 1e-10
+
+
+@pytest.mark.parametrize("soft", [False, True], ids=["hard", "soft"])
+@pytest.mark.parametrize("keep_every", [1, 2, 0])
+def test_exact_equals_full_unrolled(soft, keep_every):
+    _, grads = ours("exact", soft, keep_every=keep_every)
+    _, ref = reference(detach_thetas=False, soft=soft)
+    for a, b in zip(grads, ref):
+        assert rel_err(a, b) < 1e-10
+
+
+@pytest.mark.parametrize("soft", [False, True], ids=["hard", "soft"])
+def test_unrolled_equals_full_reference_and_differs_from_tesla(soft):
+    _, unrolled = ours("unrolled", soft)
+    _, ref = reference(detach_thetas=False, soft=soft)
+    for a, b in zip(unrolled, ref):
+        assert rel_err(a, b) < 1e-10
+    _, tesla = ours("tesla", soft)
+    # The dropped Hessian terms are real: the two gradients differ well beyond rounding.
+    assert rel_err(tesla[0], unrolled[0]) > 1e-3
+    assert rel_err(tesla[1], unrolled[1]) > 1e-3
+
+
+@pytest.mark.parametrize("mode,detach", [("tesla", True), ("exact", False), ("unrolled", False)])
+def test_learned_labels_get_the_reference_gradient(mode, detach):
+    _, grads = ours(mode, learn_labels=True)
+    _, ref = reference(detach_thetas=detach, learn_labels=True)
+    assert len(grads) == 3
+    for a, b in zip(grads, ref):
+        assert rel_err(a, b) < 1e-10
+
+
+def test_positive_lr_cannot_go_negative():
+    lr = PositiveScalar(0.01)
+    opt = lr.sgd(lr_lr=1e-4, momentum=0.0)
+    lr.accumulate_grad(torch.tensor(5000.0))  # SGD on alpha itself would make it 0.01 - 0.5 < 0
+    opt.step()
+    assert 0 < lr.value.item() < 0.01
+    # first-order equivalence with SGD on alpha itself: d alpha ~= -lr_lr * dL/dalpha
+    lr = PositiveScalar(0.01, dtype=DT)
+    opt = lr.sgd(lr_lr=1e-7, momentum=0.0)
+    lr.accumulate_grad(torch.tensor(3.0, dtype=DT))
+    opt.step()
+    assert abs((lr.value.item() - 0.01) - (-1e-7 * 3.0)) < 1e-4 * 3e-7  # equal to first order
+
+
+def test_soft_cross_entropy_matches_hard():
+    logits = torch.randn(5, 3, dtype=DT)
+    y = torch.tensor([0, 2, 1, 1, 0])
+    hard = soft_cross_entropy(logits, y)
+    soft = soft_cross_entropy(logits, torch.nn.functional.one_hot(y, 3).to(DT))
+    assert abs(hard.item() - soft.item()) < 1e-12

@@ -32,7 +32,7 @@ lint: install ## ruff
 	$(VENV)/bin/ruff check tesla_podd tests scripts
 
 smoke: install ## every method on fake data in seconds
-	$(PY) -m tesla_podd.train -m debug=smoke method=random
+	$(PY) -m tesla_podd.train -m debug=smoke method=random,mtt,tesla,rat_bptt,podd
 
 buffers: install ## expert trajectories only: make buffers ARGS="dataset=cifar10 dataset.zca=kornia"
 	$(PY) -m tesla_podd.train stages=[buffer] paths.data_dir=$(DATA) $(ARGS)

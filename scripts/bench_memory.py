@@ -142,10 +142,11 @@ def ratios(rows: list[dict]) -> dict:
         a, b = get(m, hi, "peak_mem_mb"), get(m, lo, "peak_mem_mb")
         if a and b:
             out[f"{m}_peak_N{hi}_over_N{lo}"] = round(a / b, 3)
-    mid = 50 if 50 in steps else max(s for s in steps if get("unrolled", s, "peak_mem_mb")) if any(
-        get("unrolled", s, "peak_mem_mb") for s in steps) else None
+    measured = [s for s in steps if get("unrolled", s, "peak_mem_mb")]
+    mid = 50 if 50 in measured else (max(measured) if measured else None)
     if mid and get("unrolled", mid, "peak_mem_mb") and get("tesla", mid, "peak_mem_mb"):
-        out[f"unrolled_over_tesla_peak_N{mid}"] = round(get("unrolled", mid, "peak_mem_mb") / get("tesla", mid, "peak_mem_mb"), 2)
+        ratio = get("unrolled", mid, "peak_mem_mb") / get("tesla", mid, "peak_mem_mb")
+        out[f"unrolled_over_tesla_peak_N{mid}"] = round(ratio, 2)
     for m in ("tesla", "exact"):
         rs = [get(m, s, "sec_per_iter") / get("unrolled", s, "sec_per_iter") for s in steps
               if get(m, s, "sec_per_iter") and get("unrolled", s, "sec_per_iter") and s > 1]

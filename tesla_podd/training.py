@@ -42,10 +42,18 @@ def train_classifier(
     start_epoch: int = 0,
     optimizer_state: dict | None = None,
     progress=None,
+    optimizer: str = "sgd",
 ) -> torch.optim.Optimizer:
-    """Plain SGD training, one random permutation per epoch from `gen`. Returns the optimiser."""
+    """SGD (default) or Adam training, one random permutation per epoch from `gen`. Returns the optimiser.
+
+    Adam (RaT-BPTT/PoDD evaluation) uses torch's betas/eps and L2 `weight_decay`; `momentum` is SGD's only."""
     device = next(model.parameters()).device
-    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
+    if optimizer == "adam":
+        opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+    elif optimizer == "sgd":
+        opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
+    else:
+        raise ValueError(f"unknown optimizer {optimizer!r} (sgd | adam)")
     if optimizer_state is not None:
         opt.load_state_dict(optimizer_state)
     model.train()

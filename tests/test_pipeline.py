@@ -35,16 +35,16 @@ def test_smoke_buffer_random_eval_in_process(smoke_cfg, tmp_path):
 
 
 def test_reevaluate_saved_set_gives_same_numbers(smoke_cfg, tmp_path):
-    run(smoke_cfg("stages=[distill,eval]"), run_dir=tmp_path / "a")
+    run(smoke_cfg("method=random", "stages=[distill,eval]"), run_dir=tmp_path / "a")
     first = json.loads((tmp_path / "a" / "eval.json").read_text())
-    cfg = smoke_cfg("stages=[eval]", f"eval.synset_path={tmp_path / 'a' / 'synset.pt'}")
+    cfg = smoke_cfg("method=random", "stages=[eval]", f"eval.synset_path={tmp_path / 'a' / 'synset.pt'}")
     run(cfg, run_dir=tmp_path / "b")
     second = json.loads((tmp_path / "b" / "eval.json").read_text())
     assert second["accs"] == first["accs"], "evaluation is seeded per model index"
 
 
 def test_cli_smoke_writes_outputs_and_returns(tmp_path):
-    out = run_cli("debug=smoke", "stages=[distill,eval]", f"paths.output_root={tmp_path}/o",
+    out = run_cli("debug=smoke", "method=random", "stages=[distill,eval]", f"paths.output_root={tmp_path}/o",
                   f"hydra.run.dir={tmp_path}/run")
     assert out.returncode == 0, out.stderr[-2000:]
     assert "eval accuracy:" in out.stdout
@@ -52,7 +52,7 @@ def test_cli_smoke_writes_outputs_and_returns(tmp_path):
 
 
 def test_multirun_sweep(tmp_path):
-    out = run_cli("-m", "debug=smoke", "stages=[distill,eval]", "eval.num_models=1", "eval.epochs=5",
+    out = run_cli("-m", "debug=smoke", "method=random", "stages=[distill,eval]", "eval.num_models=1", "eval.epochs=5",
                   "seed=0,1", f"paths.output_root={tmp_path}/o", f"hydra.sweep.dir={tmp_path}/sweep")
     assert out.returncode == 0, out.stderr[-2000:]
     evals = sorted((tmp_path / "sweep").glob("*/eval.json"))

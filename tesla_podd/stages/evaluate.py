@@ -11,7 +11,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .. import atomic
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError, DataError, check_choice
 from ..models import build_model, model_tag
 from ..pictures import save_image_grid
 from ..seeding import generator, seeded_init
@@ -33,6 +33,12 @@ def eval_lr(ecfg, syn: SynsetFile) -> float:
         raise ConfigError(f"`eval.lr` is {ecfg.lr!r}; use `learned` or a number such as 0.01.") from None
 
 
+def eval_optimizer(ecfg) -> str:
+    name = str(ecfg.get("optimizer", "sgd"))  # configs written before the key existed meant SGD
+    check_choice("eval.optimizer", name, ["sgd", "adam"])
+    return name
+
+
 def evaluate_synset(syn: SynsetFile, cfg, ctx, num_models: int, epochs: int, stream: str = "eval",
                     progress: bool = True) -> list[float]:
     """Test accuracies (%) of `num_models` networks trained on `syn` (seeded per model index)."""
@@ -46,6 +52,7 @@ def evaluate_synset(syn: SynsetFile, cfg, ctx, num_models: int, epochs: int, str
     lr = eval_lr(ecfg, syn)
     augment = ctx.augment if ecfg.augment else (lambda images, gen: images)
     c, h, _ = syn.images.shape[1:]
+    optimizer = eval_optimizer(ecfg)
     accs = []
     bar = tqdm(total=num_models * epochs, desc=f"{stream} {num_models}x{epochs}ep", disable=not progress,
                leave=False, mininterval=2.0)
@@ -56,7 +63,7 @@ def evaluate_synset(syn: SynsetFile, cfg, ctx, num_models: int, epochs: int, str
             model, lambda idx: (x[idx], y[idx]), x.shape[0], epochs=epochs, lr=lr,
             batch_size=int(ecfg.batch_size), momentum=float(ecfg.momentum),
             weight_decay=float(ecfg.weight_decay), augment=augment, gen=generator(cfg.seed, stream, "data", i),
-            lr_decay_at_half=bool(ecfg.decay_at_half), progress=bar,
+            lr_decay_at_half=bool(ecfg.decay_at_half), progress=bar, optimizer=optimizer,
         )
         accs.append(accuracy(model, test_x, real.test_y))
         log.info("%s model %d/%d: test accuracy %.2f%%", stream, i + 1, num_models, accs[-1])
@@ -79,6 +86,7 @@ def run_eval(cfg, ctx) -> dict:
         "num_models": len(accs),
         "model": model_tag(cfg.model, h),
         "protocol": {
+            "optimizer": eval_optimizer(ecfg),
             "epochs": int(ecfg.epochs), "lr": eval_lr(ecfg, syn), "batch_size": int(ecfg.batch_size),
             "momentum": float(ecfg.momentum), "weight_decay": float(ecfg.weight_decay),
             "augment": cfg.augment.name if ecfg.augment else "none", "decay_at_half": bool(ecfg.decay_at_half),
@@ -86,10 +94,13 @@ def run_eval(cfg, ctx) -> dict:
             "reported": "final-epoch test accuracy, population std over models",
         },
         "synset_path": str(path),
-        "num_images": int(syn.images.shape[0]),
+        "num_images": int(syn.images.shape[0]),  # patches for a poster
         "dataset": syn.dataset,
         "meta": syn.meta,
     }
+    if "poster_hw" in syn.extra:  # PoDD: what the patches were cut from
+        report["poster"] = {k: syn.extra[k] for k in ("poster_hw", "class_grid", "patch_grid", "num_patches",
+                                                      "effective_ipc", "labels") if k in syn.extra}
     atomic.write_json(report, ctx.run_dir / "eval.json")
     per_row = max(1, syn.images.shape[0] // max(1, len(syn.class_names)))
     png = save_image_grid(syn.images, syn.preprocess, ctx.run_dir / "eval_synset.png", per_row=per_row)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from ..errors import check_choice
 from ..seeding import generator
 from .pixels import PixelSet
+from .poster import PosterSet
 
 
 def build_pixels(cfg, ctx):
@@ -14,7 +15,19 @@ def build_pixels(cfg, ctx):
                           learn_labels=s.labels == "learned")
 
 
-SYNSETS = {"pixels": build_pixels}
+def build_poster(cfg, ctx):
+    from .class_order import class_order
+
+    s, real = cfg.synset, ctx.real
+
+    def order_fn(grid):  # PoCO (cached under paths.cache_dir) or the dataset's own class order
+        return class_order(real.class_names, grid, method=str(s.class_order), encoder=str(s.poco.encoder),
+                           cache_dir=cfg.paths.cache_dir, dataset_name=cfg.dataset.name)
+
+    return PosterSet.build(real, ctx.preprocess, s, s.ipc, order_fn, generator(cfg.seed, "synset-init"), ctx.device)
+
+
+SYNSETS = {"pixels": build_pixels, "poster": build_poster}
 
 
 def build_synset(cfg, ctx):

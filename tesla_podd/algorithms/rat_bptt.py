@@ -1,0 +1,192 @@
+"""RaT-BPTT (ALGORITHMS.md §6): random-truncated backpropagation through time.
+
+One meta-step: a freshly initialised network (seeded by (seed, iteration)) trains on the synthetic set
+for T_end ~ U{min_window … total_window} inner steps with Adam (or SGD). The first T_end − window steps
+run without a graph; the last `window` steps are unrolled differentiably on a flat parameter vector
+(FlatModel + the hand-written Adam below, plain tensors, no `higher`). The meta loss is the cross-entropy
+of the final network on an augmented batch of real images; its gradient flows into the synthetic set's
+tensors (pixels or poster, and learned labels). The outer optimiser is Adam; the image gradient is clipped
+at clip_coef × an EMA of its past norms.
+
+Every random draw of a meta-step is made up front by `draw` (a `Plan`), so tests can replay it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from ..data.augment import AugParams, build_augment
+from ..errors import ConfigError, check_choice
+from ..models import FlatModel, build_model
+from ..seeding import seeded_init
+from ..synset.base import soft_cross_entropy
+from .base import learnable_tensors
+
+ADAM_BETAS = (0.9, 0.999)  # torch.optim.Adam's defaults, as in the reference implementation
+ADAM_EPS = 1e-8
+
+
+@dataclass
+class Plan:
+    """The random draws of one meta-step."""
+
+    t_end: int  # inner steps in total; the last `window` of them are differentiated through
+    syn_idx: list[torch.Tensor]  # per inner step: indices into the synthetic set
+    syn_aug: list[AugParams]  # per inner step: augmentation of that mini-batch
+    real_idx: torch.Tensor  # indices into the real train set
+    real_aug: AugParams  # augmentation of the real batch
+
+
+def _safe_sqrt(v: torch.Tensor) -> torch.Tensor:
+    """sqrt with a finite (zero) gradient at 0: Adam's second moment is exactly 0 where a parameter
+    never got a gradient, and d sqrt/dv = inf there would turn the meta-gradient into NaN."""
+    pos = v > 0
+    return torch.where(pos, torch.where(pos, v, torch.ones_like(v)).sqrt(), torch.zeros_like(v))
+
+
+def adam_update(theta, g, m, v, t: int, lr: float):
+    """One Adam step on flat tensors (t counts from 1); differentiable in every input.
+    Same maths as torch.optim.Adam without weight decay: θ − lr · m̂ / (√v̂ + eps)."""
+    b1, b2 = ADAM_BETAS
+    m = b1 * m + (1 - b1) * g
+    v = b2 * v + (1 - b2) * g * g
+    m_hat, v_hat = m / (1 - b1**t), v / (1 - b2**t)
+    return theta - lr * m_hat / (_safe_sqrt(v_hat) + ADAM_EPS), m, v
+
+
+class RatBPTT:
+    needs_buffer = False
+
+    def __init__(self, cfg, ctx, synset):
+        a = cfg.algorithm
+        self.synset, self.real, self.preprocess, self.device = synset, ctx.real, ctx.preprocess, ctx.device
+        self.seed = int(cfg.seed)
+        self.iterations = int(a.iterations)
+        self.window = int(a.window)  # ΔT: differentiated inner steps
+        self.total_window = int(a.total_window)  # T: the most inner steps
+        self.min_window = int(a.min_window) if a.min_window is not None else self.window  # fewest inner steps
+        if not 1 <= self.window <= self.total_window or not 1 <= self.min_window <= self.total_window:
+            raise ConfigError(f"RaT-BPTT needs 1 <= window ({self.window}) <= total_window ({self.total_window}) "
+                              f"and 1 <= min_window ({self.min_window}) <= total_window.")
+        check_choice("algorithm.inner_optim", a.inner_optim, ["adam", "sgd"])
+        self.inner_optim, self.inner_lr = str(a.inner_optim), float(a.inner_lr)
+        self.batch_syn = synset.num_items if a.batch_syn is None else min(int(a.batch_syn), synset.num_items)
+        self.batch_real = min(int(a.batch_real), int(self.real.train_x.shape[0]))
+        if self.batch_syn < 1 or self.batch_real < 1:
+            raise ConfigError(f"`algorithm.batch_syn` ({a.batch_syn}) and `algorithm.batch_real` "
+                              f"({a.batch_real}) must be positive.")
+        self.syn_aug = build_augment(**a.syn_augment)  # name: dsa|none, strategy, mode
+        self.real_aug = build_augment(**a.real_augment)
+        self.clip_coef, self.ema_decay = float(a.clip_coef), float(a.ema_decay)
+        self.grad_ema: float | None = None  # EMA of the image-gradient norm (None before the first step)
+
+        groups = synset.param_groups()
+        self.dtype = groups["images"][0].dtype  # the inner loop runs in the synthetic set's dtype (float64 in tests)
+        c, h, w = self.real.image_shape
+        self.hw = (h, w)
+        self.model_cfg, self.shape = cfg.model, (c, self.real.num_classes, h)
+        # Only a template for functional calls: every meta-step draws fresh parameters (init_theta).
+        self.flat = FlatModel(build_model(cfg.model, *self.shape).to(self.device, self.dtype))
+        self.opts = [torch.optim.Adam(groups["images"], lr=float(a.lr_img))]
+        if "labels" in groups:
+            self.opts.append(torch.optim.Adam(groups["labels"], lr=float(a.lr_label)))
+
+    # ---- Distiller protocol ----
+    def optimizers(self):
+        return self.opts
+
+    def meta_step(self, it: int, gen: torch.Generator) -> dict[str, float]:
+        plan = self.draw(gen)
+        metrics = self.backward(self.init_theta(it), plan)
+        metrics.update(self.clip_image_grad())
+        return metrics
+
+    def after_step(self):
+        pass  # label clamping is the synthetic set's project_()
+
+    def eval_lr(self):
+        return None  # nothing learned: evaluate with the inner optimiser (eval=adam, lr 1e-3)
+
+    def final_labels(self):
+        return None
+
+    def state_dict(self) -> dict:
+        return {"grad_ema": self.grad_ema}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.grad_ema = state["grad_ema"]
+
+    # ---- the pieces of a meta-step ----
+    def draw(self, gen: torch.Generator) -> Plan:
+        t_end = int(torch.randint(self.min_window, self.total_window + 1, (1,), generator=gen))
+        n = self.synset.num_items
+        syn_idx, syn_aug = [], []
+        for _ in range(t_end):
+            idx = torch.randperm(n, generator=gen)[: self.batch_syn]
+            syn_idx.append(idx)
+            syn_aug.append(self.syn_aug.sample(len(idx), self.hw, gen))
+        real_idx = torch.randperm(int(self.real.train_x.shape[0]), generator=gen)[: self.batch_real]
+        return Plan(t_end, syn_idx, syn_aug, real_idx, self.real_aug.sample(self.batch_real, self.hw, gen))
+
+    def init_theta(self, it: int) -> torch.Tensor:
+        """Flat parameters of a fresh network for iteration `it` (the same after a resume)."""
+        with seeded_init(self.seed, "rat_bptt", it):
+            net = build_model(self.model_cfg, *self.shape)
+        return self.flat.flatten(net).to(self.device, self.dtype)
+
+    def real_batch(self, plan: Plan) -> tuple[torch.Tensor, torch.Tensor]:
+        """Augmented model-space real images and their labels (preprocessed on the device: ZCA is a matmul)."""
+        x = self.preprocess(self.real.train_x[plan.real_idx].to(self.device)).to(self.dtype)
+        return self.real_aug.apply(x, plan.real_aug), self.real.train_y[plan.real_idx].to(self.device)
+
+    def _inner_step(self, theta, m, v, t: int, plan: Plan, graph: bool):
+        """Inner step t (0-based) of the plan. graph=False: nothing is recorded for the synthetic set."""
+        with torch.set_grad_enabled(graph):
+            b = self.synset.sample(plan.syn_idx[t])
+            x = self.syn_aug.apply(b.x, plan.syn_aug[t])
+        if not graph:
+            theta = theta.detach().requires_grad_(True)
+        loss = soft_cross_entropy(self.flat(theta, x), b.y)
+        (g,) = torch.autograd.grad(loss, theta, create_graph=graph)
+        with torch.set_grad_enabled(graph):
+            if self.inner_optim == "sgd":
+                theta = theta - self.inner_lr * g
+            else:
+                theta, m, v = adam_update(theta, g, m, v, t + 1, self.inner_lr)
+        if not graph:
+            theta, m, v = theta.detach(), m.detach(), v.detach()
+        return theta, m, v, loss.detach()
+
+    def backward(self, theta0: torch.Tensor, plan: Plan) -> dict[str, float]:
+        """Run the plan from theta0 and add the truncated meta-gradient to the synthetic set's .grad."""
+        theta, m, v = theta0.detach(), torch.zeros_like(theta0), torch.zeros_like(theta0)
+        cut = plan.t_end - self.window  # steps before `cut` carry no graph
+        inner_loss = torch.tensor(float("nan"))
+        for t in range(plan.t_end):
+            if t == max(cut, 0):  # start of the differentiated window: θ_cut is a constant leaf
+                theta = theta.detach().requires_grad_(True)
+            theta, m, v, inner_loss = self._inner_step(theta, m, v, t, plan, graph=t >= cut)
+        x, y = self.real_batch(plan)
+        logits = self.flat(theta, x)
+        loss = F.cross_entropy(logits, y)
+        tensors = learnable_tensors(self.synset)
+        grads = torch.autograd.grad(loss, tensors, allow_unused=True)
+        for p, g in zip(tensors, grads):
+            if g is not None:
+                p.grad = g if p.grad is None else p.grad + g
+        acc = (logits.argmax(1) == y).float().mean().item() * 100
+        return {"loss": loss.item(), "meta_acc": acc, "inner_loss": float(inner_loss), "t_end": float(plan.t_end)}
+
+    def clip_image_grad(self) -> dict[str, float]:
+        """EMA the image-gradient norm, then clip the gradient at clip_coef × EMA (no clip at the first step:
+        the EMA then equals the norm)."""
+        grads = [p.grad for p in self.synset.param_groups()["images"] if p.grad is not None]
+        norm = float(torch.sqrt(sum((g.double() ** 2).sum() for g in grads))) if grads else 0.0
+        self.grad_ema = norm if self.grad_ema is None else self.ema_decay * self.grad_ema + (1 - self.ema_decay) * norm
+        limit = self.clip_coef * self.grad_ema
+        if norm > limit > 0:
+            for g in grads:
+                g.mul_(limit / norm)
+        return {"grad_norm": norm, "grad_ema": self.grad_ema}

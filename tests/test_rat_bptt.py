@@ -1,0 +1,226 @@
+"""RaT-BPTT: the truncated meta-gradient against an independent unrolled reference (float64), the hand
+Adam against torch's, gradient clipping, smoke runs of method=rat_bptt / method=podd, and resume."""
+
+from __future__ import annotations
+
+import functools
+import json
+from types import SimpleNamespace
+
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import CONF, compose_cfg
+
+from tesla_podd.algorithms import build_algorithm
+from tesla_podd.algorithms.base import learnable_tensors
+from tesla_podd.algorithms.rat_bptt import RatBPTT, adam_update
+from tesla_podd.data.augment import DSA
+from tesla_podd.data.preprocess import Preprocessor, build_preprocessor
+from tesla_podd.data.real import RealData, load_real
+from tesla_podd.models import FlatModel, build_model
+from tesla_podd.seeding import generator
+from tesla_podd.synset import build_synset
+from tesla_podd.synset.file import SynsetFile
+from tesla_podd.synset.pixels import PixelSet
+from tesla_podd.synset.poster import PosterSet
+from tesla_podd.train import run
+
+N_CLASSES, HW = 3, (8, 8)
+
+
+def tiny_ctx() -> SimpleNamespace:
+    g = torch.Generator().manual_seed(5)
+    y = torch.arange(N_CLASSES).repeat_interleave(10)
+    x = torch.randint(0, 256, (len(y), 3, *HW), generator=g, dtype=torch.uint8)
+    real = RealData("tiny", x, y, x[:3], y[:3], ["a", "b", "c"], (0.5,) * 3, (0.25,) * 3)
+    return SimpleNamespace(real=real, preprocess=Preprocessor(real.mean, real.std), device=torch.device("cpu"))
+
+
+def tiny_synset(kind: str):
+    g = torch.Generator().manual_seed(7)
+    if kind.startswith("pixels"):
+        images = torch.randn(6, 3, *HW, generator=g, dtype=torch.float64)
+        labels = torch.arange(N_CLASSES).repeat_interleave(2)
+        learn = kind == "pixels_learned"
+        if learn:
+            labels = F.one_hot(labels, N_CLASSES)
+        return PixelSet(images, labels, N_CLASSES, learn_labels=learn)
+    labels = "poddl_learned" if kind == "poster_learned" else "poddl_fixed"
+    poster = torch.randn(3, 12, 22, generator=g, dtype=torch.float64)
+    return PosterSet(poster, HW, (1, 3), (3, 5), [1, 2, 0], N_CLASSES, labels=labels)
+
+
+@functools.cache
+def tiny_cfg(*overrides: str):
+    """Composed once per override set (composing costs ~1 s); nothing below mutates it."""
+    return compose_cfg("debug=smoke", "method=rat_bptt", "model.width=4", "algorithm.window=3",
+                       "algorithm.total_window=7", "algorithm.min_window=5", "algorithm.batch_syn=4",
+                       "algorithm.batch_real=12", *overrides)
+
+
+def tiny_algo(kind: str, *overrides: str):
+    cfg = tiny_cfg(*overrides)
+    synset = tiny_synset(kind)
+    return RatBPTT(cfg, tiny_ctx(), synset), synset, cfg
+
+
+def reference_grads(cfg, ctx, synset, theta0, plan, detach_at: int | None, inner_optim: str, lr: float):
+    """Autograd through a plain loop over all T_end inner steps, its own model, augmentation and Adam;
+    with `detach_at` the parameters (and Adam moments) are cut from the graph at that step."""
+    flat = FlatModel(build_model(cfg.model, 3, N_CLASSES, HW[0]).double())
+    aug = DSA("flip_rotate", mode="all")
+    theta, m, v = theta0.clone().requires_grad_(True), torch.zeros_like(theta0), torch.zeros_like(theta0)
+    for t in range(plan.t_end):
+        if t == detach_at:
+            theta, m, v = theta.detach().requires_grad_(True), m.detach(), v.detach()
+        b = synset.sample(plan.syn_idx[t])
+        logits = flat(theta, aug.apply(b.x, plan.syn_aug[t]))
+        if b.y.dtype == torch.int64:
+            loss = F.cross_entropy(logits, b.y)
+        else:
+            loss = -(b.y * logits.log_softmax(1)).sum(1).mean()
+        (g,) = torch.autograd.grad(loss, theta, create_graph=True)
+        if inner_optim == "sgd":
+            theta = theta - lr * g
+        else:
+            m, v = 0.9 * m + 0.1 * g, 0.999 * v + 0.001 * g * g
+            # clamp: the conv biases before instance norm get exactly zero gradient, and sqrt'(0) = inf
+            v_hat = (v / (1 - 0.999 ** (t + 1))).clamp_min(1e-300)
+            theta = theta - lr * (m / (1 - 0.9 ** (t + 1))) / (v_hat.sqrt() + 1e-8)
+    xr = aug.apply(ctx.preprocess(ctx.real.train_x[plan.real_idx]).double(), plan.real_aug)
+    meta = F.cross_entropy(flat(theta, xr), ctx.real.train_y[plan.real_idx])
+    tensors = [t for group in synset.param_groups().values() for t in group]
+    return torch.autograd.grad(meta, tensors)
+
+
+def rel_err(a, b) -> float:
+    num = sum(float((x - y).pow(2).sum()) for x, y in zip(a, b)) ** 0.5
+    return num / sum(float(y.pow(2).sum()) for y in b) ** 0.5
+
+
+@pytest.mark.parametrize("kind,inner_optim", [("pixels", "adam"), ("pixels_learned", "adam"), ("poster", "adam"),
+                                              ("poster_learned", "adam"), ("pixels", "sgd")])
+def test_truncated_meta_gradient_equals_detached_unroll(kind, inner_optim):
+    lr = 0.01 if inner_optim == "adam" else 0.1  # big enough that the inner network moves
+    algo, synset, cfg = tiny_algo(kind, f"algorithm.inner_optim={inner_optim}", f"algorithm.inner_lr={lr}")
+    plan = algo.draw(generator(0, "test"))
+    assert 5 <= plan.t_end <= 7 and len(plan.syn_idx) == plan.t_end
+    theta0 = algo.init_theta(3)
+    assert theta0.dtype == torch.float64
+    metrics = algo.backward(theta0, plan)
+    ours = [p.grad for group in synset.param_groups().values() for p in group]
+    assert len(ours) == (2 if "learned" in kind else 1) and all(g is not None for g in ours)
+    ctx = tiny_ctx()
+    truncated = reference_grads(cfg, ctx, synset, theta0, plan, plan.t_end - 3, inner_optim, lr)
+    for a, b in zip(ours, truncated):  # images (pixels or poster) and, when learned, labels
+        assert rel_err([a], [b]) < 1e-10
+    full = reference_grads(cfg, ctx, synset, theta0, plan, None, inner_optim, lr)
+    assert rel_err(truncated, full) > 1e-3, "truncation drops real terms: it must not equal the full unroll"
+    assert metrics["t_end"] == plan.t_end and metrics["loss"] > 0
+
+
+def test_window_covering_everything_is_the_full_unroll():
+    algo, synset, cfg = tiny_algo("poster", "algorithm.window=7", "algorithm.min_window=4", "algorithm.inner_lr=0.01")
+    plan = algo.draw(generator(1, "test"))
+    theta0 = algo.init_theta(0)
+    algo.backward(theta0, plan)
+    full = reference_grads(cfg, tiny_ctx(), synset, theta0, plan, None, "adam", 0.01)
+    assert rel_err([synset.poster.grad], full) < 1e-10
+
+
+def test_hand_adam_matches_torch_adam():
+    g = torch.Generator().manual_seed(0)
+    target = torch.randn(50, generator=g, dtype=torch.float64)
+    p = torch.zeros(50, dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.Adam([p], lr=0.05)
+    theta, m, v = torch.zeros(50, dtype=torch.float64), torch.zeros(50, dtype=torch.float64), torch.zeros(50)
+    v = v.double()
+    for t in range(1, 21):
+        opt.zero_grad()
+        ((p - target) ** 3).abs().sum().backward()
+        grad = p.grad.clone()
+        opt.step()
+        theta, m, v = adam_update(theta, grad, m, v, t, 0.05)
+        torch.testing.assert_close(theta, p.detach(), rtol=1e-12, atol=1e-14)
+
+
+def test_adam_meta_gradient_is_finite_where_a_parameter_never_moves():
+    theta = torch.zeros(3, dtype=torch.float64, requires_grad=True)
+    g = theta * torch.tensor([1.0, 0.0, 2.0], dtype=torch.float64) + torch.tensor([1.0, 0.0, 1.0])
+    new, _, _ = adam_update(theta, g, torch.zeros(3), torch.zeros(3), 1, 0.1)
+    (grad,) = torch.autograd.grad(new.sum(), theta)
+    assert torch.isfinite(grad).all()
+
+
+def test_image_gradient_clipping_follows_an_ema_of_the_norm():
+    algo, synset, _ = tiny_algo("pixels")
+    synset.images.grad = torch.full_like(synset.images, 1.0)
+    n1 = synset.images.numel() ** 0.5
+    m = algo.clip_image_grad()
+    assert m["grad_norm"] == pytest.approx(n1) and algo.grad_ema == pytest.approx(n1)
+    assert torch.all(synset.images.grad == 1.0), "first step: nothing to clip against"
+    synset.images.grad = torch.full_like(synset.images, 10.0)  # a spike: norm 10·n1
+    algo.clip_image_grad()
+    ema = 0.9 * n1 + 0.1 * 10 * n1
+    assert algo.grad_ema == pytest.approx(ema)
+    assert synset.images.grad.norm().item() == pytest.approx(2.0 * ema), "clipped at clip_coef x EMA"
+    algo2, _, _ = tiny_algo("pixels")
+    algo2.load_state_dict(algo.state_dict())
+    assert algo2.grad_ema == algo.grad_ema
+
+
+def test_meta_step_is_seeded_by_iteration():
+    a, sa, _ = tiny_algo("poster")
+    b, sb, _ = tiny_algo("poster")
+    ma, mb = a.meta_step(2, generator(0, "distill", 2)), b.meta_step(2, generator(0, "distill", 2))
+    assert ma == mb and torch.equal(sa.poster.grad, sb.poster.grad)
+    assert not torch.equal(a.init_theta(2), a.init_theta(3))
+
+
+@pytest.mark.parametrize("method", ["rat_bptt", "podd"])
+def test_smoke_run_writes_synset_and_eval(smoke_cfg, tmp_path, method):
+    cfg = smoke_cfg(f"method={method}", "stages=[distill,eval]")
+    run(cfg, run_dir=tmp_path / "run")
+    report = json.loads((tmp_path / "run" / "eval.json").read_text())
+    assert report["num_models"] == 2 and report["protocol"]["optimizer"] == "adam"
+    syn = SynsetFile.load(tmp_path / "run" / "synset.pt")
+    assert syn.lr is None and syn.meta["algorithm"] == "rat_bptt"
+    assert (tmp_path / "run" / "synset.png").stat().st_size > 100
+    if method == "podd":  # 4 classes of 16x16 at IPC 1: a 32x32 poster, 4x4 patches with soft labels
+        assert report["num_images"] == 16 and report["poster"]["num_patches"] == 16
+        assert report["poster"]["effective_ipc"] == pytest.approx(1.0) and report["meta"]["effective_ipc"] == 1.0
+        assert syn.images.shape == (16, 3, 16, 16) and syn.soft_labels and syn.extra["poster"].shape == (3, 32, 32)
+    else:
+        assert syn.images.shape == (4, 3, 16, 16) and syn.labels.tolist() == [0, 1, 2, 3]
+
+
+def test_resume_gives_the_uninterrupted_synset(smoke_cfg, tmp_path):
+    common = ("method=rat_bptt", "stages=[distill]", "distill.eval_every=0", "synset.labels=learned")
+    run(smoke_cfg(*common), run_dir=tmp_path / "whole")  # 4 iterations, checkpoints every 2
+    run(smoke_cfg(*common, "algorithm.iterations=2"), run_dir=tmp_path / "killed")  # "killed" after 2
+    run(smoke_cfg(*common, "resume=true", f"resume_dir={tmp_path / 'killed'}"), run_dir=tmp_path / "resumed")
+    whole = SynsetFile.load(tmp_path / "whole" / "synset.pt")
+    resumed = SynsetFile.load(tmp_path / "resumed" / "synset.pt")
+    half = SynsetFile.load(tmp_path / "killed" / "synset.pt")
+    assert torch.equal(whole.images, resumed.images) and torch.equal(whole.labels, resumed.labels)
+    assert not torch.equal(whole.images, half.images)
+    assert resumed.meta["iterations"] == 4
+
+
+PRESETS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml") if p.stem.startswith(("rat_bptt_", "podd_")))
+
+
+@pytest.mark.parametrize("experiment", PRESETS)
+def test_preset_builds_and_takes_a_meta_step_on_fake_data(experiment, tmp_path):
+    """Every RaT-BPTT/PoDD preset (shrunk by debug=smoke) builds its synset and algorithm and steps once."""
+    cfg = compose_cfg(f"experiment={experiment}", "debug=smoke", tmp=tmp_path)
+    real = load_real(cfg.dataset, cfg.paths.cache_dir)
+    ctx = SimpleNamespace(real=real, preprocess=build_preprocessor(cfg.dataset, real, cfg.paths.cache_dir),
+                          device=torch.device("cpu"))
+    synset = build_synset(cfg, ctx)
+    algo = build_algorithm(cfg, ctx, synset)
+    metrics = algo.meta_step(0, generator(cfg.seed, "distill", 0))
+    assert all(torch.isfinite(torch.tensor(v)) for v in metrics.values())
+    assert all(t.grad is not None and torch.isfinite(t.grad).all() for t in learnable_tensors(synset))
+    assert synset.num_items >= 4 and cfg.stages == ["distill", "eval"] and cfg.eval.optimizer == "adam"

@@ -16,6 +16,7 @@ from tesla_podd.data.augment import DSA
 from tesla_podd.models import ConvNet, FlatModel
 from tesla_podd.synset.base import soft_cross_entropy
 from tesla_podd.synset.pixels import PixelSet
+from tesla_podd.synset.poster import PosterSet
 
 DT = torch.float64
 N_CLASSES, IPC, SIZE, STEPS, BATCH = 3, 2, 8, 4, 4
@@ -25,7 +26,7 @@ def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a - b).norm() / b.norm()).item()
 
 
-def setup(soft: bool, learn_labels: bool = False, seed: int = 0):
+def setup(soft: bool, learn_labels: bool = False, seed: int = 0, poster: bool = False):
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     flat = FlatModel(ConvNet(3, N_CLASSES, SIZE, width=4, depth=1).to(DT))
@@ -36,34 +37,46 @@ def setup(soft: bool, learn_labels: bool = False, seed: int = 0):
     if learn_labels:
         labels = torch.nn.functional.one_hot(labels, N_CLASSES).to(DT) + 0.1
     synset = PixelSet(images, labels, N_CLASSES, learn_labels=learn_labels)
+    if poster:  # a 3-class poster 10 x 21 (class grid 1 x 3), 2 x 5 overlapping 8 x 8 patches
+        poster_t = torch.randn(3, 10, 21, generator=g, dtype=DT)
+        synset = PosterSet(poster_t, (SIZE, SIZE), (1, 3), (2, 5), [0, 1, 2], N_CLASSES,
+                           labels="poddl_learned" if learn_labels else "poddl_fixed")
     aug = DSA()
     plans = []
     for _ in range(STEPS):
-        idx = torch.randperm(images.shape[0], generator=g)[:BATCH]
+        idx = torch.randperm(synset.num_items, generator=g)[:BATCH]
         y = torch.softmax(torch.randn(BATCH, N_CLASSES, generator=g, dtype=DT), 1) if soft else None
         plans.append(StepPlan(idx, aug.sample(BATCH, (SIZE, SIZE), g), y))
     return flat, synset, aug, plans, theta0, target
 
 
-def ours(mode: str, soft=False, learn_labels=False, **kw):
-    flat, synset, aug, plans, theta0, target = setup(soft, learn_labels)
+def leaves(synset) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(image tensor, learnable label tensor or None) of a pixel set or a poster."""
+    groups = synset.param_groups()
+    return groups["images"][0], (groups["labels"][0] if "labels" in groups else None)
+
+
+def ours(mode: str, soft=False, learn_labels=False, poster=False, **kw):
+    flat, synset, aug, plans, theta0, target = setup(soft, learn_labels, poster=poster)
     lr = PositiveScalar(0.05, dtype=DT)
     loss = MATCHERS[mode](Student(flat, synset, aug), plans, theta0, target, lr, **kw)
-    grads = [synset.images.grad.clone(), (lr.log.grad / lr.value).detach()]  # dL/dX, dL/dalpha
+    images, labels = leaves(synset)
+    grads = [images.grad.clone(), (lr.log.grad / lr.value).detach()]  # dL/dX, dL/dalpha
     if learn_labels:
-        grads.append(synset.labels.grad.clone())
+        grads.append(labels.grad.clone())
     return loss, grads
 
 
-def reference(detach_thetas: bool, soft=False, learn_labels=False):
+def reference(detach_thetas: bool, soft=False, learn_labels=False, poster=False):
     """Plain autograd through a Python loop of N student steps (written independently of matching.py)."""
-    flat, synset, aug, plans, theta0, target = setup(soft, learn_labels)
-    X, Y = synset.images, synset.labels
+    flat, synset, aug, plans, theta0, target = setup(soft, learn_labels, poster=poster)
+    X, Y = leaves(synset)
     alpha = torch.tensor(0.05, dtype=DT, requires_grad=True)
     theta = theta0.clone().requires_grad_(True)
     for p in plans:
-        x = aug.apply(X[p.idx], p.aug)
-        y = p.y if p.y is not None else Y[p.idx]
+        batch = synset.sample(p.idx)  # pixels: X[idx]; poster: crops of the one poster tensor
+        x = aug.apply(batch.x, p.aug)
+        y = p.y if p.y is not None else batch.y
         at = theta.detach().requires_grad_(True) if detach_thetas else theta
         logits = flat(at, x)
         if y.dtype == torch.long:
@@ -136,3 +149,14 @@ def test_soft_cross_entropy_matches_hard():
     hard = soft_cross_entropy(logits, y)
     soft = soft_cross_entropy(logits, torch.nn.functional.one_hot(y, 3).to(DT))
     assert abs(hard.item() - soft.item()) < 1e-12
+
+
+@pytest.mark.parametrize("learn_labels", [False, True], ids=["poddl_fixed", "poddl_learned"])
+@pytest.mark.parametrize("mode,detach", [("tesla", True), ("exact", False), ("unrolled", False)])
+def test_gradient_modes_on_a_poster(mode, detach, learn_labels):
+    """Overlapping patches of one poster: gradients of shared pixels add up, in every mode."""
+    _, grads = ours(mode, learn_labels=learn_labels, poster=True)
+    _, ref = reference(detach_thetas=detach, learn_labels=learn_labels, poster=True)
+    assert grads[0].shape == (3, 10, 21)
+    for a, b in zip(grads, ref):
+        assert rel_err(a, b) < 1e-10

@@ -21,6 +21,12 @@ def save_png(pixels: torch.Tensor, path: str | Path) -> Path:
     return atomic.write_bytes(buf.getvalue(), path)
 
 
+def grid_columns(num_images: int, num_classes: int) -> int:
+    """IPC images a row (one row per class); a set with one image per class goes in a single row."""
+    ipc = max(1, num_images // max(1, num_classes))
+    return num_classes if ipc == 1 else ipc
+
+
 def save_image_grid(images_model_space: torch.Tensor, preprocess, path: str | Path, per_row: int,
                     upscale_to: int = 64, max_images: int = 400) -> Path:
     """Grid of synthetic images: `per_row` images a row (IPC), upscaled so small images stay visible."""

@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 from .. import atomic
 from ..algorithms import build_algorithm
 from ..errors import ConfigError, UserError
-from ..pictures import save_image_grid
+from ..pictures import grid_columns, save_image_grid
 from ..seeding import generator
 from ..synset import build_synset
 from ..synset.file import SynsetFile
@@ -35,7 +35,7 @@ def save_picture(synset, preprocess, class_names, path: Path) -> Path:
     if hasattr(synset, "save_picture"):  # posters draw their class grid
         return synset.save_picture(path, preprocess, class_names)
     x = synset.preview()
-    return save_image_grid(x, preprocess, path, per_row=max(1, x.shape[0] // len(class_names)))
+    return save_image_grid(x, preprocess, path, per_row=grid_columns(x.shape[0], len(class_names)))
 
 
 def snapshot(synset, algo, ctx, cfg, it: int) -> SynsetFile:

@@ -13,7 +13,7 @@ from tqdm.auto import tqdm
 from .. import atomic
 from ..errors import ConfigError, DataError, check_choice
 from ..models import build_model, model_tag
-from ..pictures import save_image_grid
+from ..pictures import grid_columns, save_image_grid
 from ..seeding import generator, seeded_init
 from ..synset.file import SynsetFile
 from ..training import accuracy, train_classifier
@@ -102,8 +102,8 @@ def run_eval(cfg, ctx) -> dict:
         report["poster"] = {k: syn.extra[k] for k in ("poster_hw", "class_grid", "patch_grid", "num_patches",
                                                       "effective_ipc", "labels") if k in syn.extra}
     atomic.write_json(report, ctx.run_dir / "eval.json")
-    per_row = max(1, syn.images.shape[0] // max(1, len(syn.class_names)))
-    png = save_image_grid(syn.images, syn.preprocess, ctx.run_dir / "eval_synset.png", per_row=per_row)
+    png = save_image_grid(syn.images, syn.preprocess, ctx.run_dir / "eval_synset.png",
+                          per_row=grid_columns(syn.images.shape[0], len(syn.class_names)))
     ctx.tracker.log({"eval/acc_mean": mean, "eval/acc_std": std})
     ctx.tracker.log_image("eval/synset", png)
     ctx.tracker.summary({"eval/acc_mean": mean, "eval/acc_std": std, "eval/num_models": len(accs)})

@@ -109,3 +109,14 @@ def test_resume_after_sigkill_equals_uninterrupted(with_buffer, tmp_path):
     a, b = SynsetFile.load(killed / "synset.pt"), SynsetFile.load(fresh / "synset.pt")
     torch.testing.assert_close(a.images, b.images, rtol=0, atol=0)
     assert a.lr == b.lr
+
+
+@pytest.mark.parametrize("mode", ["tesla", "exact"])
+def test_podd_poster_distilled_by_tesla_smoke(with_buffer, mode):
+    """PoDD + TESLA: the poster is the learnable tensor, TESLA's gradient reaches it through the patches."""
+    _, d = with_buffer("r", "method=podd_tesla", "ipc=0.9", f"algorithm.grad_mode={mode}", "stages=[distill,eval]")
+    syn = SynsetFile.load(d / "synset.pt")
+    report = json.loads((d / "eval.json").read_text())
+    assert "poster" in syn.extra and report["poster"]["effective_ipc"] <= 0.9
+    assert syn.images.shape[0] == report["num_images"] and syn.lr > 0
+    assert (d / "synset.png").stat().st_size > 100

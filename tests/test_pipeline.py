@@ -61,7 +61,8 @@ def test_multirun_sweep(tmp_path):
 
 def _buffer_proc(tmp_path):
     env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
-    args = ["debug=smoke", "stages=[buffer]", "buffer.num_experts=3", "buffer.train_epochs=6",
+    # Wide enough that one expert takes seconds even on an idle machine: the kill below must land mid-way.
+    args = ["debug=smoke", "stages=[buffer]", "buffer.num_experts=3", "buffer.train_epochs=12", "model.width=48",
             "buffer.experts_per_shard=2", f"paths.output_root={tmp_path}/o", f"hydra.run.dir={tmp_path}/r"]
     return [sys.executable, "-m", "tesla_podd.train", *args], env
 
@@ -70,33 +71,33 @@ def test_buffer_resumes_after_sigkill_and_matches_uninterrupted(tmp_path, smoke_
     cmd, env = _buffer_proc(tmp_path)
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
-    cfg = smoke_cfg("buffer.num_experts=3", "buffer.train_epochs=6", "buffer.experts_per_shard=2")
+    cfg = smoke_cfg("buffer.num_experts=3", "buffer.train_epochs=12", "model.width=48", "buffer.experts_per_shard=2")
     from omegaconf import open_dict
 
     with open_dict(cfg):
         cfg.paths.output_root = f"{tmp_path}/o"
         cfg.paths.buffer_root = f"{tmp_path}/o/buffers"
     store = open_store(cfg)
-    # Kill it mid-way: once the second expert has a partial checkpoint.
+    # Kill it mid-way: as soon as the first expert is done (the second is then in progress).
     deadline = time.time() + 240
     while time.time() < deadline:
         m = store.read_manifest() if store.manifest_path.exists() else None
-        if m and m["num_experts"] >= 1 and store.partial_path.exists():
+        if m and m["num_experts"] >= 1:
             break
-        time.sleep(0.05)
+        time.sleep(0.02)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     done_before = store.read_manifest()["num_experts"]
     assert 1 <= done_before < 3
     # Rerun: continues, and the result equals an uninterrupted build in another folder.
     assert subprocess.run(cmd, cwd=REPO, env=env, capture_output=True).returncode == 0
-    resumed = store.load_trajectories(6)
+    resumed = store.load_trajectories(12)
     assert len(resumed) == 3
     fresh_root = tmp_path / "fresh"
     cmd2 = [c.replace(f"{tmp_path}/o", str(fresh_root)) for c in cmd]
     assert subprocess.run(cmd2, cwd=REPO, env=env, capture_output=True).returncode == 0
     with open_dict(cfg):
         cfg.paths.buffer_root = f"{fresh_root}/buffers"
-    fresh = open_store(cfg).load_trajectories(6)
+    fresh = open_store(cfg).load_trajectories(12)
     for a, b in zip(resumed, fresh):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-6)

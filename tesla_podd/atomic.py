@@ -21,16 +21,9 @@ def _atomic(path: Path, write) -> Path:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
-        with_suppress_unlink(tmp)
+        Path(tmp).unlink(missing_ok=True)
         raise
     return path
-
-
-def with_suppress_unlink(p: str) -> None:
-    try:
-        os.unlink(p)
-    except FileNotFoundError:
-        pass
 
 
 def save_torch(obj, path) -> Path:

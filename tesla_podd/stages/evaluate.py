@@ -7,7 +7,6 @@ import logging
 import statistics
 from pathlib import Path
 
-import torch
 from tqdm.auto import tqdm
 
 from .. import atomic
@@ -111,5 +110,3 @@ def run_eval(cfg, ctx) -> dict:
     print(f"eval accuracy: {mean:.2f} +- {std:.2f} % over {len(accs)} models", flush=True)
     return {"eval/acc_mean": mean, "eval/acc_std": std}
 
-
-__all__ = ["run_eval", "evaluate_synset", "torch"]

@@ -6,7 +6,7 @@ DATA ?= data
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-all lint smoke buffers results clean-outputs
+.PHONY: help install demo test test-all lint smoke buffers results bench clean-outputs
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
@@ -14,10 +14,10 @@ help: ## list the targets
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q -e '.[dev]'
+	$(VENV)/bin/pip install -q -e '.[dev,cluster]'
 	touch $@
 
-install: $(VENV)/.installed ## create .venv and install the package with dev tools (pip install -e .[dev])
+install: $(VENV)/.installed ## create .venv and install the package with dev tools and launchers (pip install -e .[dev,cluster])
 
 demo: install ## the whole pipeline on a small default (CIFAR-10; DATA=/folder/holding/cifar10 offline)
 	$(PY) -m tesla_podd.train experiment=demo paths.data_dir=$(DATA) $(ARGS)
@@ -39,6 +39,10 @@ buffers: install ## expert trajectories only: make buffers ARGS="dataset=cifar10
 
 results: install ## markdown table of every eval.json under outputs/ beside the papers' figures
 	$(PY) scripts/collect_results.py outputs
+
+bench: install ## speed benchmark, CPU, 2 threads (<=15 min on idle cores): docs/bench/speed_cpu.{json,png}
+	$(PY) scripts/bench_speed.py --device cpu --threads 2 --json docs/bench/speed_cpu.json \
+		--png docs/bench/speed_cpu.png $(ARGS)
 
 clean-outputs: ## delete outputs/ (runs, buffers, caches)
 	rm -rf outputs/*

@@ -25,7 +25,8 @@ from pathlib import Path
 
 def measure(args) -> dict:
     """One point, in this process: build the setting, warm up, time `--iters` iterations."""
-    import torch
+    import tesla_podd  # noqa: F401, I001  (first: sets OMP_WAIT_POLICY before torch loads OpenMP)
+    import torch  # noqa: I001
 
     from tesla_podd.algorithms.base import PositiveScalar
     from tesla_podd.algorithms.matching import MATCHERS, StepPlan, Student

@@ -1,4 +1,7 @@
-"""Atomic file writes (temp file in the same folder + rename): a killed run never leaves half a file."""
+"""Atomic file writes (temp file in the same folder + rename): a killed run never leaves half a file.
+
+Files get the permissions of a plain `open` (0666 minus the umask), so buffers, synsets and eval.json can be
+shared; `clean_orphans` removes temp files a killed writer left behind."""
 
 from __future__ import annotations
 
@@ -10,6 +13,19 @@ from pathlib import Path
 import torch
 
 
+def _umask() -> int:
+    """The process umask: from /proc on Linux (thread-safe), else by setting it back at once."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def _atomic(path: Path, write) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -18,6 +34,7 @@ def _atomic(path: Path, write) -> Path:
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
+            os.fchmod(f.fileno(), 0o666 & ~_umask())  # mkstemp makes 0600; shared outputs follow the umask
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
@@ -40,3 +57,24 @@ def write_json(obj, path) -> Path:
 
 def write_bytes(data: bytes, path) -> Path:
     return _atomic(path, lambda f: f.write(data))
+
+
+ORPHAN_AGE_S = 600.0  # a temp file untouched this long belongs to a killed writer (live ones keep writing)
+
+
+def clean_orphans(folder, min_age_s: float = ORPHAN_AGE_S) -> list[Path]:
+    """Delete `.<name>.<random>.tmp` files a killed writer left in `folder`; recent ones may still be written."""
+    import time
+
+    folder, removed = Path(folder), []
+    if not folder.is_dir():
+        return removed
+    now = time.time()
+    for p in folder.glob(".*.tmp"):
+        try:
+            if p.is_file() and now - p.stat().st_mtime > min_age_s:
+                p.unlink()
+                removed.append(p)
+        except FileNotFoundError:  # another process cleaned it first
+            pass
+    return removed

@@ -2,22 +2,37 @@
 
 `wandb.mode`: online | offline | disabled. Default offline unless WANDB_MODE says otherwise. Online
 mode first checks that the W&B host answers within a couple of seconds and falls back to offline
-with a warning, so a run never hangs on a missing network. `finish()` is safe to call twice."""
+with a warning, so a run never hangs on a missing network. `finish()` is safe to call twice.
+
+As the users use it:
+- `job_type` names the stages the run ran (`buffer`, `distill`, `eval`, or e.g. `buffer+distill+eval`).
+- The W&B run id is kept in `<run dir>/wandb_run_id` (and read from `resume_dir` when resuming), so a resumed
+  or requeued run continues the same W&B run (`resume="allow"`).
+- Lineage: expert buffer (a *reference* artifact: paths and sizes, never the gigabytes) -> synthetic set
+  (artifact with synset.pt + picture) -> eval table (artifact + `eval/table`, one row per network and
+  architecture). Online, a run that reads a buffer or a synset marks it as its input; offline (W&B cannot
+  use artifacts there) the input is recorded in the output artifact's metadata instead.
+- Offline runs land in `<run dir>/wandb/offline-run-*`; upload them later with `wandb sync <that folder>`."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import re
 import socket
+import uuid
 from pathlib import Path
 from urllib.parse import urlparse
 
 from omegaconf import OmegaConf
 
+from . import atomic
 from .errors import check_choice
 
 log = logging.getLogger(__name__)
 MODES = ("online", "offline", "disabled")
+RUN_ID_FILE = "wandb_run_id"
 
 
 def _host_reachable(url: str, timeout: float = 2.0) -> bool:
@@ -41,14 +56,39 @@ def resolve_mode(configured: str | None) -> str:
     return mode
 
 
+def job_type(stages) -> str:
+    return "+".join(stages)
+
+
+def run_id(cfg, run_dir: Path) -> str:
+    """The W&B run id of this run dir: the one kept there (or in `resume_dir` when resuming), else a new one."""
+    places = [Path(run_dir)]
+    if cfg.resume is not False and cfg.resume_dir is not None:
+        places.append(Path(cfg.resume_dir))
+    for place in places:
+        f = place / RUN_ID_FILE
+        if f.is_file() and (rid := f.read_text().strip()):
+            break
+    else:
+        rid = uuid.uuid4().hex[:12]
+    atomic.write_text(rid + "\n", Path(run_dir) / RUN_ID_FILE)
+    return rid
+
+
+def artifact_name(*parts: str) -> str:
+    """W&B artifact names allow letters, digits, '-', '_' and '.'."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", "-".join(parts))[:128]
+
+
 class Tracker:
-    def __init__(self, run=None):
+    def __init__(self, run=None, offline: bool = False):
         self.run = run
+        self.offline = offline
 
     @classmethod
-    def start(cls, cfg, run_dir: str | Path) -> Tracker:
+    def start(cls, cfg, run_dir: str | Path, stages=None) -> Tracker:
         wcfg = cfg.wandb
-        mode = resolve_mode(wcfg.get("mode"))
+        mode = resolve_mode(wcfg.mode)
         if mode == "disabled":
             return cls(None)
         import wandb
@@ -56,17 +96,20 @@ class Tracker:
         os.environ.setdefault("WANDB_SILENT", "true")
         run = wandb.init(
             project=wcfg.project,
-            entity=wcfg.get("entity"),
-            group=wcfg.get("group"),
-            name=wcfg.get("name"),
-            tags=list(wcfg.get("tags") or []),
+            entity=wcfg.entity,
+            group=wcfg.group,
+            name=wcfg.name,
+            tags=list(wcfg.tags),
+            job_type=job_type(stages if stages is not None else cfg.stages),
+            id=run_id(cfg, Path(run_dir)),
+            resume="allow",
             mode=mode,
             dir=str(run_dir),
-            config=OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False),
+            config=_plain_config(cfg),
             reinit="finish_previous",
             settings=wandb.Settings(init_timeout=60, console="off", silent=True),
         )
-        return cls(run)
+        return cls(run, offline=mode == "offline")
 
     @property
     def enabled(self) -> bool:
@@ -87,7 +130,117 @@ class Tracker:
             for k, v in values.items():
                 self.run.summary[k] = v
 
+    # ---- artifacts and lineage ------------------------------------------------------------------------------
+    def _use_or_record(self, artifact, inputs: dict) -> None:
+        """Mark `artifact` as this run's input (online), or note it in `inputs` (offline: W&B cannot)."""
+        if self.offline:
+            inputs[artifact.type] = {"name": artifact.name, **artifact.metadata}
+        else:
+            self.run.use_artifact(artifact)
+
+    def buffer_artifact(self, store_dir: str | Path, key: dict, num_experts: int):
+        """A reference artifact for an expert buffer: expert files by path (no checksum, nothing uploaded)."""
+        import wandb
+
+        store_dir = Path(store_dir).resolve()
+        art = wandb.Artifact(artifact_name("buffer", key["dataset"], store_dir.name), type="buffer",
+                             metadata={"dir": str(store_dir), "num_experts": num_experts, "key": key})
+        for f in sorted(store_dir.glob("expert_*.pt")):
+            art.add_reference(f"file://{f}", name=f.name, checksum=False)
+        if (store_dir / "manifest.json").is_file():
+            art.add_reference(f"file://{store_dir / 'manifest.json'}", name="manifest.json")
+        return art
+
+    def log_buffer(self, store_dir: str | Path, key: dict, num_experts: int, produced: bool) -> None:
+        """The buffer stage logs the buffer it built (`produced`); a distill run marks it as its input."""
+        if self.run is None:
+            return
+        art = self.buffer_artifact(store_dir, key, num_experts)
+        if produced:
+            self.run.log_artifact(art)
+        else:
+            self._inputs = getattr(self, "_inputs", {})
+            self._use_or_record(art, self._inputs)
+
+    def log_synset(self, path: str | Path, picture: str | Path | None = None, metadata: dict | None = None,
+                   produced: bool = True) -> None:
+        """The synthetic set as an artifact (synset.pt + picture), with the inputs it came from."""
+        if self.run is None:
+            return
+        import wandb
+
+        path = Path(path)
+        inputs = getattr(self, "_inputs", {})
+        art = wandb.Artifact(artifact_name("synset", self.run.group or path.parent.name), type="synset",
+                             metadata={**(metadata or {}), "path": str(path.resolve()), "inputs": dict(inputs)})
+        if produced:
+            art.add_file(str(path), name="synset.pt")
+            if picture is not None and Path(picture).is_file():
+                art.add_file(str(picture), name=Path(picture).name)
+            self.run.log_artifact(art)
+        else:  # an eval-only run reads a synset made elsewhere: refer to it
+            art.add_reference(f"file://{path.resolve()}", name="synset.pt")
+            self._inputs = inputs
+            self._use_or_record(art, self._inputs)
+
+    def log_eval_table(self, rows: list[dict], name: str = "eval/table") -> None:
+        """One row per evaluated network and architecture: logged as a table now, and as an `eval` artifact
+        when the eval stage is recorded (after its input synset) or at finish."""
+        if self.run is None or not rows:
+            return
+        import wandb
+
+        columns = list(dict.fromkeys(k for r in rows for k in r))
+        table = wandb.Table(columns=columns, data=[[_cell(r.get(c)) for c in columns] for r in rows])
+        self.run.log({name: table})
+        self._pending_eval = table
+
+    def _flush_eval(self) -> None:
+        table, self._pending_eval = getattr(self, "_pending_eval", None), None
+        if table is None or self.run is None:
+            return
+        import wandb
+
+        art = wandb.Artifact(artifact_name("eval", self.run.group or self.run.id), type="eval",
+                             metadata={"inputs": dict(getattr(self, "_inputs", {}))})
+        art.add(table, "eval_table")
+        self.run.log_artifact(art)
+
+    def record_stage(self, stage: str, cfg, run_dir: str | Path) -> None:
+        """After a stage: the lineage of what it read and wrote, from the files it left (buffer -> synset -> eval)."""
+        if self.run is None:
+            return
+        run_dir = Path(run_dir)
+        if stage in ("buffer", "distill"):
+            from .algorithms import ALGORITHMS
+            from .expert_store import open_store
+
+            store = open_store(cfg)
+            if store.manifest_path.is_file() and (stage == "buffer" or ALGORITHMS[cfg.algorithm.name].needs_buffer):
+                n = int(json.loads(store.manifest_path.read_text()).get("num_experts", 0))
+                self.log_buffer(store.dir, store.key, n, produced=stage == "buffer")
+        if stage == "distill" and (run_dir / "synset.pt").is_file():
+            self.log_synset(run_dir / "synset.pt", run_dir / "synset.png",
+                            {"ipc": cfg.ipc, "dataset": cfg.dataset.name, "run_name": cfg.run_name})
+        if stage == "eval":
+            synset = cfg.eval.synset_path
+            if synset and "distill" not in cfg.stages and Path(synset).is_file():
+                self.log_synset(synset, produced=False)
+            self._flush_eval()
+
     def finish(self) -> None:
         if self.run is not None:
+            self._flush_eval()
             run, self.run = self.run, None
             run.finish()
+
+
+def _plain_config(cfg) -> dict:
+    """The run's config for W&B, without Hydra's own node (present when composed in-process)."""
+    return {k: OmegaConf.to_container(cfg[k], resolve=True, throw_on_missing=False) if OmegaConf.is_config(cfg[k])
+            else cfg[k] for k in cfg if k != "hydra"}
+
+
+def _cell(v):
+    """Table cells: numbers and strings as they are, anything else as JSON text."""
+    return v if v is None or isinstance(v, (int, float, str, bool)) else json.dumps(v, default=str)

@@ -20,7 +20,10 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from . import __version__, atomic
-from .errors import ConfigError, UserError, check_choice
+from .algorithms import ALGORITHMS
+from .config import validate_config
+from .config.validate import suggest_override_keys
+from .errors import UserError
 from .seeding import seed_everything
 from .stages import STAGES
 from .stages.context import RunContext, resolve_device
@@ -29,21 +32,14 @@ from .tracking import Tracker
 log = logging.getLogger("tesla_podd")
 
 
-def validate(cfg: DictConfig) -> None:
-    """Checks that need no data, before any expensive work."""
+def stages_to_run(cfg: DictConfig) -> list[str]:
+    """`stages` minus the buffer stage when the algorithm needs no expert buffer (RaT-BPTT, random), so
+    `method=podd algorithm=tesla` builds its buffer and `method=podd` does not, with the same `stages`.
+    A buffer-only run (`stages=[buffer]`) always builds it."""
     stages = list(cfg.stages)
-    if not stages:
-        raise ConfigError(f"`stages` is empty; pick from {list(STAGES)}, e.g. `stages=[buffer,distill,eval]`.")
-    for s in stages:
-        check_choice("stages", s, STAGES)
-    ipc = cfg.ipc
-    if isinstance(ipc, bool) or not isinstance(ipc, (int, float)) or ipc <= 0:
-        raise ConfigError(
-            f"`ipc={ipc}`: images per class must be a positive number (a whole number for pixel sets, "
-            "e.g. `ipc=1` or `ipc=10`; a fraction such as `ipc=0.4` for a poster, `method=podd`)."
-        )
-    if cfg.eval.num_models < 1:
-        raise ConfigError(f"`eval.num_models={cfg.eval.num_models}`: must be at least 1 (papers: 5 or 8).")
+    if stages != ["buffer"] and not ALGORITHMS[cfg.algorithm.name].needs_buffer:
+        stages = [s for s in stages if s != "buffer"]
+    return stages
 
 
 def _git_sha() -> str | None:
@@ -65,21 +61,23 @@ def write_meta(run_dir: Path, device: torch.device) -> None:
 
 def run(cfg: DictConfig, run_dir: str | Path | None = None) -> float | None:
     """Run the configured stages; `run_dir` defaults to Hydra's run dir (tests pass their own)."""
-    validate(cfg)
+    validate_config(cfg)
     OmegaConf.set_readonly(cfg, True)
     run_dir = Path(run_dir or HydraConfig.get().runtime.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    atomic.clean_orphans(run_dir)  # temp files a killed run left beside its outputs
     device = resolve_device(cfg.device)
     seed_everything(cfg.seed)
-    if cfg.get("num_threads"):
+    if cfg.num_threads is not None:
         torch.set_num_threads(int(cfg.num_threads))
     write_meta(run_dir, device)
-    tracker = Tracker.start(cfg, run_dir)
+    tracker = Tracker.start(cfg, run_dir, stages_to_run(cfg))
     ctx = RunContext(cfg=cfg, run_dir=run_dir, device=device, tracker=tracker)
     try:
-        for name in cfg.stages:
+        for name in stages_to_run(cfg):
             log.info("stage %s", name)
             ctx.results.update(STAGES[name](cfg, ctx))
+            tracker.record_stage(name, cfg, run_dir)  # W&B lineage: buffer -> synset -> eval table
         tracker.summary({k: v for k, v in ctx.results.items() if isinstance(v, (int, float))})
         atomic.write_text(json.dumps(ctx.results, indent=2, default=str) + "\n", run_dir / "results.json")
     finally:
@@ -87,8 +85,13 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> float | None:
     return ctx.results.get("eval/acc_mean")
 
 
+_task_started = False  # set once Hydra composed the config and called main (see cli)
+
+
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
+    global _task_started
+    _task_started = True
     try:
         return run(cfg)
     except UserError as exc:
@@ -100,8 +103,18 @@ def main(cfg: DictConfig) -> float | None:
 
 
 def cli() -> None:
-    main()
+    """Run `main`; a config error Hydra reports itself (unknown override key, missing group option) exits 2
+    like the runner's own errors. Hydra exits 1 for those before it calls `main`; once `main` runs, exit 1 is
+    a bug with its traceback, and stays 1."""
+    try:
+        main()
+    except SystemExit as exc:
+        if exc.code == 1 and not _task_started:
+            for note in suggest_override_keys(sys.argv[1:]):
+                print(f"\nError: {note}", file=sys.stderr)
+            raise SystemExit(2) from None
+        raise
 
 
 if __name__ == "__main__":
-    main()
+    cli()

@@ -157,3 +157,16 @@ def test_parse_open_clip_spec():
     assert co.parse_open_clip_spec("ViT-B-32:/w/clip.pt") == ("ViT-B-32", "/w/clip.pt")
     assert co.parse_open_clip_spec("hf-hub:org/repo") == ("hf-hub:org/repo", None)
     assert co.encoder_slug("ViT-B-32:/w/clip.pt") == "ViT-B-32_w_clip.pt"
+
+
+def test_poco_embeds_the_reference_class_name_strings(monkeypatch, tmp_path):
+    """PoDD's data_utils.py dicts + PoCO.py: CIFAR-10 "boat" (not "ship"), '_' replaced by ' '."""
+    names = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+    prompts = co.poco_prompts(names, "cifar10")
+    assert prompts[8] == "boat" and prompts[:8] == names[:8] and prompts[9] == "truck"
+    assert co.poco_prompts(["aquarium_fish", "maple_tree"], "cifar100") == ["aquarium fish", "maple tree"]
+    assert co.poco_prompts(["ship"], "cifar100") == ["ship"]  # the rename is CIFAR-10's only
+    seen = []
+    monkeypatch.setattr(co, "encode_class_names", lambda n, enc: seen.append(list(n)) or torch.eye(len(n)))
+    class_order(names, (2, 5), encoder="minilm", cache_dir=tmp_path, dataset_name="cifar10")
+    assert seen == [prompts]

@@ -271,7 +271,8 @@ def test_cifar_image_folder_layout(tmp_path):
 
 def _cfg(name, root, num_classes, image_size, **extra):
     node = dict(name=name, root=str(root), download=False, num_classes=num_classes, image_size=image_size,
-                channels=3, mean=[0.5] * 3, std=[0.25] * 3, train_subset=None, subset_seed=0)
+                channels=3, mean=[0.5] * 3, std=[0.25] * 3, train_subset=None, subset_seed=0,
+                val_size=0, val_seed=0)
     return OmegaConf.create(node | extra)
 
 

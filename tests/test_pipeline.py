@@ -12,13 +12,14 @@ import time
 import torch
 from conftest import REPO, run_cli
 
-from tesla_podd.buffers import open_store
+from tesla_podd.expert_store import open_store
 from tesla_podd.synset.file import SynsetFile
 from tesla_podd.train import run
 
 
 def test_smoke_buffer_random_eval_in_process(smoke_cfg, tmp_path):
     cfg = smoke_cfg("method=random")
+    run(smoke_cfg("method=random", "stages=[buffer]"), run_dir=tmp_path / "buffer")  # random itself needs none
     acc = run(cfg, run_dir=tmp_path / "run")
     report = json.loads((tmp_path / "run" / "eval.json").read_text())
     assert set(report) >= {"accs", "mean", "std", "num_models", "model", "protocol"}
@@ -28,7 +29,7 @@ def test_smoke_buffer_random_eval_in_process(smoke_cfg, tmp_path):
     assert (tmp_path / "run" / "synset.png").stat().st_size > 100
     syn = SynsetFile.load(tmp_path / "run" / "synset.pt")
     assert syn.images.shape == (4, 3, 16, 16) and syn.labels.tolist() == [0, 1, 2, 3] and syn.lr is None
-    # the buffer: 2 experts x (4 epochs + init), one shard each (experts_per_shard=1)
+    # the buffer: 2 experts x (4 epochs + init), one file each
     trajs = open_store(cfg).load_trajectories(need_epochs=4)
     assert len(trajs) == 2 and trajs[0].shape[0] == 5
     assert not torch.equal(trajs[0][0], trajs[1][0]), "experts start from different inits"
@@ -63,7 +64,7 @@ def _buffer_proc(tmp_path):
     env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
     # Wide enough that one expert takes seconds even on an idle machine: the kill below must land mid-way.
     args = ["debug=smoke", "stages=[buffer]", "buffer.num_experts=3", "buffer.train_epochs=12", "model.width=48",
-            "buffer.experts_per_shard=2", f"paths.output_root={tmp_path}/o", f"hydra.run.dir={tmp_path}/r"]
+            f"paths.output_root={tmp_path}/o", f"hydra.run.dir={tmp_path}/r"]
     return [sys.executable, "-m", "tesla_podd.train", *args], env
 
 
@@ -71,7 +72,7 @@ def test_buffer_resumes_after_sigkill_and_matches_uninterrupted(tmp_path, smoke_
     cmd, env = _buffer_proc(tmp_path)
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
-    cfg = smoke_cfg("buffer.num_experts=3", "buffer.train_epochs=12", "model.width=48", "buffer.experts_per_shard=2")
+    cfg = smoke_cfg("buffer.num_experts=3", "buffer.train_epochs=12", "model.width=48")
     from omegaconf import open_dict
 
     with open_dict(cfg):

@@ -9,7 +9,8 @@ from PIL import Image
 from tesla_podd.data.preprocess import Preprocessor
 from tesla_podd.data.real import RealData
 from tesla_podd.data.zca import ZCA
-from tesla_podd.synset.poster import PosterSet, poster_to_pixels
+from tesla_podd.pictures import poster_to_pixels, save_poster_picture
+from tesla_podd.synset.poster import PosterSet
 from tesla_podd.synset.poster_init import blend_cells, cell_bounds, init_poster
 from tesla_podd.synset.poster_layout import coverage
 
@@ -116,7 +117,8 @@ def test_build_from_config_sizes_the_poster_from_ipc():
     from omegaconf import OmegaConf
 
     real = fake_real(num_classes=10, per_class=2, hw=(32, 32))
-    s = OmegaConf.create({"init": "noise", "labels": "poddl_learned", "class_num_y": None, "class_num_x": None,
+    s = OmegaConf.create({"init": "noise", "labels": "poddl_learned", "label_layout": "pooled",
+                          "class_num_y": None, "class_num_x": None,
                           "poster_height": None, "poster_width": None, "patch_num_y": None, "patch_num_x": None})
     ps = PosterSet.build(real, Preprocessor(real.mean, real.std), s, 0.9, lambda grid: list(range(10)),
                          torch.Generator().manual_seed(0), "cpu")
@@ -151,7 +153,7 @@ def test_real_init_shows_each_class_and_gaussian_has_class_means():
 def test_picture_is_written_with_the_class_grid(tmp_path):
     ps = make_poster(hw=(16, 30))
     real = fake_real()
-    out = ps.save_picture(tmp_path / "poster.png", Preprocessor(real.mean, real.std), real.class_names)
+    out = save_poster_picture(ps, tmp_path / "poster.png", Preprocessor(real.mean, real.std), real.class_names)
     img = Image.open(out).convert("RGB")
     scale = 8  # small posters are upscaled (nearest), at most 8x
     assert img.size == (30 * scale, 16 * scale)
@@ -168,3 +170,24 @@ def test_poster_pixels_undo_zca_tile_by_tile():
     poster = torch.cat([left, right], dim=2)  # [3, 8, 16]: two whitened images side by side
     pixels = poster_to_pixels(poster, pre, HW)
     torch.testing.assert_close(pixels, torch.cat([imgs[0], imgs[1]], dim=2), atol=1e-4, rtol=0)
+
+
+def test_reference_init_has_unit_l2_per_class_area():
+    """init=reference (PoDD src/base.py): Gaussian class areas projected to unit L2, cross-faded where they
+    overlap. Areas tiling the poster exactly keep norm 1; the README's 153x60 CIFAR-10 poster is ~0.018/pixel."""
+    from tesla_podd.synset.poster_init import fade_weights, reference_poster
+
+    g = torch.Generator().manual_seed(0)
+    tiled = reference_poster(3, (32, 32), (64, 160), (2, 5), g)
+    norms = tiled.reshape(3, 2, 32, 5, 32).permute(1, 3, 0, 2, 4).reshape(10, -1).norm(dim=1)
+    assert torch.allclose(norms, torch.ones(10), atol=1e-5)
+    poster = reference_poster(3, (32, 32), (60, 153), (2, 5), g)
+    assert poster.shape == (3, 60, 153) and abs(float(poster.std()) - 3072 ** -0.5) < 0.003
+    w = fade_weights(153, 32, 5)  # corners 0, 30, 60, 91, 121: overlaps of 2, 2, 1, 2 pixels
+    assert torch.allclose(w.sum(0), torch.ones(153))
+    assert w[0, 30:32].tolist() == [1.0, 0.0] and w[2, 91].item() == 1.0 and w[3, 91].item() == 0.0
+    real = RealData("t", torch.zeros(2, 3, 32, 32, dtype=torch.uint8), torch.tensor([0, 1]),
+                    torch.zeros(1, 3, 32, 32, dtype=torch.uint8), torch.tensor([0]), ["a", "b"], (0.5,) * 3, (0.5,) * 3)
+    p = init_poster("reference", real, None, (32, 60), (1, 2), [1, 0], torch.Generator().manual_seed(1))
+    # two unit areas overlapping by 4 columns (weights 1, 2/3, 1/3, 0 and complements): E|p|^2 = (56 + 28/9) / 32
+    assert p.shape == (3, 32, 60) and abs(float(p.norm()) - ((56 + 28 / 9) / 32) ** 0.5) < 0.1

@@ -95,3 +95,79 @@ def test_learned_labels_from_init_match_pixel_fractions():
     assert torch.allclose(soft.sum(1), torch.ones(96))
     top = soft == soft.max(1, keepdim=True).values
     assert torch.equal(top, hard > 0)
+
+
+# ---- the reference code's layout (synset.label_layout=reference, FIDELITY.md F5) ----
+from tesla_podd.synset.poster import PosterSet  # noqa: E402
+from tesla_podd.synset.poster_labels import (  # noqa: E402
+    reference_label_init,
+    reference_label_shape,
+    reference_label_windows,
+    reference_labels,
+)
+
+# (poster H x W, classes, class grid, patch grid, image side) of the PoDD README runs at 0.9 IPC.
+README_RUNS = {
+    "cifar100": ((303, 303), 100, (10, 10), (20, 20), 32),
+    "cub200": ((302, 610), 200, (10, 20), (30, 60), 32),
+    "tinyimagenet": ((608, 1211), 200, (10, 20), (20, 40), 64),
+}
+
+
+def test_reference_label_array_shapes_are_the_reference_codes():
+    """init_label_array (src/PoDDL.py): budget n·comp_ipc, exact fit excluded -> 10x9, 9x21, 10x19."""
+    expected = {"cifar100": (10, 9), "cub200": (9, 21), "tinyimagenet": (10, 19)}
+    for name, (poster_hw, n, _, _, _) in README_RUNS.items():
+        assert reference_label_shape(poster_hw, n) == expected[name], name
+    assert reference_label_shape((60, 153), 10) == (1, 6)  # CIFAR-10 (unused there: fixed labels)
+
+
+def test_reference_label_init_leaves_a_class_column_or_row_without_a_cell():
+    """Rounded linspace splits of 9 columns into 10 (or 9 rows into 10) give one zero-width block."""
+    for name, (poster_hw, n, grid, _, _) in README_RUNS.items():
+        shape = reference_label_shape(poster_hw, n)
+        Y = reference_label_init(shape, grid, list(range(n)), n)
+        assert Y.shape == (*shape, n) and torch.equal(Y.sum(2), torch.ones(shape))  # one-hot everywhere
+        missing = int((Y.sum((0, 1)) == 0).sum())
+        assert missing == {"cifar100": 10, "cub200": 20, "tinyimagenet": 10}[name]
+    # CIFAR-100, 10x9: x splits round(linspace(0, 9, 11)) = 0,1,2,3,4,4,5,6,7,8,9 -> grid column 4 is empty:
+    # classes 4, 14, ..., 94 get no cell, their right neighbours take label column 4.
+    Y = reference_label_init((10, 9), (10, 10), list(range(100)), 100)
+    assert Y[0, 4].argmax() == 5 and Y[:, :, 4].sum() == 0 and Y[:, :, 5].sum() == 1
+    assert [int(Y[r, 4].argmax()) for r in range(10)] == list(range(5, 100, 10))
+
+
+def test_reference_label_window_is_one_cell_and_rows_are_normalised():
+    for name, (poster_hw, n, grid, patches, img) in README_RUNS.items():
+        shape = reference_label_shape(poster_hw, n)
+        window, corners = reference_label_windows(poster_hw, shape, (img, img), patches)
+        assert window == (1, 1), name
+        assert corners.shape == (patches[0] * patches[1], 2)
+        assert int(corners[:, 0].max()) == shape[0] - 1 and int(corners[:, 1].max()) == shape[1] - 1
+        Y = reference_label_init(shape, grid, list(range(n)), n)
+        labels = reference_labels(Y, corners, window)
+        assert torch.allclose(labels.sum(1), torch.ones(len(labels)))
+        assert torch.equal(labels, Y[corners[:, 0], corners[:, 1]])  # 1x1: the cell itself, no pooling
+
+
+def test_reference_labels_pool_a_larger_window_and_carry_gradients():
+    Y = torch.rand(4, 5, 3, requires_grad=True)
+    labels = reference_labels(Y, torch.tensor([[0, 0], [2, 3]]), (2, 2))
+    want = Y[0:2, 0:2].sum((0, 1))
+    assert torch.allclose(labels[0], want / want.sum())
+    labels[:, 0].sum().backward()
+    assert Y.grad[0:2, 0:2].abs().sum() > 0 and Y.grad[0:2, 0:2].abs().sum() > 0 and Y.grad[3, 0].abs().sum() == 0
+
+
+def test_poster_set_with_the_reference_layout():
+    poster = torch.randn(3, 303, 303)
+    order = list(range(100))
+    ps = PosterSet(poster, (32, 32), (10, 10), (20, 20), order, 100, labels="poddl_learned", label_layout="reference")
+    assert ps.Y.shape == (10, 9, 100) and ps.num_items == 400
+    b = ps.sample(torch.arange(0, 400, 37))
+    assert b.y.shape == (11, 100) and torch.allclose(b.y.sum(1), torch.ones(11))
+    b.y[:, 3].sum().backward()
+    assert ps.Y.grad is not None and ps.Y.grad.abs().sum() > 0
+    assert ps.file_extra()["label_layout"] == "reference"
+    pooled = PosterSet(poster, (32, 32), (10, 10), (20, 20), order, 100, labels="poddl_learned")
+    assert pooled.Y.shape == (10, 10, 100)

@@ -12,9 +12,9 @@ import torch
 import torch.nn.functional as F
 from conftest import CONF, compose_cfg
 
-from tesla_podd.algorithms import build_algorithm
+from tesla_podd.algorithms import AlgorithmResources, build_algorithm, model_factory
 from tesla_podd.algorithms.base import learnable_tensors
-from tesla_podd.algorithms.rat_bptt import RatBPTT, adam_update
+from tesla_podd.algorithms.rat_bptt import RatBPTT, adam_update, reference_steps_per_epoch
 from tesla_podd.data.augment import DSA
 from tesla_podd.data.preprocess import Preprocessor, build_preprocessor
 from tesla_podd.data.real import RealData, load_real
@@ -62,14 +62,17 @@ def tiny_cfg(*overrides: str):
 def tiny_algo(kind: str, *overrides: str):
     cfg = tiny_cfg(*overrides)
     synset = tiny_synset(kind)
-    return RatBPTT(cfg, tiny_ctx(), synset), synset, cfg
+    ctx = tiny_ctx()
+    res = AlgorithmResources(real=ctx.real, preprocess=ctx.preprocess, device=ctx.device, seed=int(cfg.seed),
+                             make_model=model_factory(cfg.model, ctx.real))
+    return RatBPTT(cfg.algorithm, synset, res), synset, cfg
 
 
 def reference_grads(cfg, ctx, synset, theta0, plan, detach_at: int | None, inner_optim: str, lr: float):
     """Autograd through a plain loop over all T_end inner steps, its own model, augmentation and Adam;
     with `detach_at` the parameters (and Adam moments) are cut from the graph at that step."""
     flat = FlatModel(build_model(cfg.model, 3, N_CLASSES, HW[0]).double())
-    aug = DSA("flip_rotate", mode="all")
+    aug = DSA("flip_rotate", mode="one", align_corners=False)  # apply() replays the plan's ops
     theta, m, v = theta0.clone().requires_grad_(True), torch.zeros_like(theta0), torch.zeros_like(theta0)
     for t in range(plan.t_end):
         if t == detach_at:
@@ -219,10 +222,70 @@ def test_preset_builds_and_takes_a_meta_step_on_fake_data(experiment, tmp_path):
     cfg = compose_cfg(f"experiment={experiment}", "debug=smoke", tmp=tmp_path)
     real = load_real(cfg.dataset, cfg.paths.cache_dir)
     ctx = SimpleNamespace(real=real, preprocess=build_preprocessor(cfg.dataset, real, cfg.paths.cache_dir),
-                          device=torch.device("cpu"))
+                          device=torch.device("cpu"), augment=None)  # RaT-BPTT draws its own augmentation
     synset = build_synset(cfg, ctx)
     algo = build_algorithm(cfg, ctx, synset)
     metrics = algo.meta_step(0, generator(cfg.seed, "distill", 0))
     assert all(torch.isfinite(torch.tensor(v)) for v in metrics.values())
     assert all(t.grad is not None and torch.isfinite(t.grad).all() for t in learnable_tensors(synset))
-    assert synset.num_items >= 4 and cfg.stages == ["distill", "eval"] and cfg.eval.optimizer == "adam"
+    assert synset.num_items >= 4 and not algo.needs_buffer and cfg.eval.optimizer == "adam"
+
+
+# ---- fidelity to the reference code (FIDELITY.md F2, F15) ----
+def test_reference_augmentation_draws_one_of_flip_or_rotate_per_call():
+    """RaT-BPTT/PoDD (no --comp_aug): each call applies ONE op, flip or rotate, to the whole batch."""
+    algo, _, cfg = tiny_algo("pixels")
+    assert cfg.algorithm.syn_augment.mode == cfg.algorithm.real_augment.mode == "one"
+    gen = generator(0, "aug")
+    for aug in (algo.syn_aug, algo.real_aug):
+        drawn = [aug.sample(4, HW, gen).ops for _ in range(200)]
+        assert all(len(ops) == 1 for ops in drawn)
+        counts = {op: sum(ops == [op] for ops in drawn) for op in ("flip", "rotate")}
+        assert sum(counts.values()) == 200 and 70 < counts["flip"] < 130  # both ops, about half each
+
+
+def test_align_corners_is_per_algorithm():
+    """scale/rotate: align_corners=False for RaT-BPTT/PoDD (their util.py), True for MTT/TESLA's DSA."""
+    algo, _, cfg = tiny_algo("pixels")
+    assert algo.syn_aug.align_corners is False and algo.real_aug.align_corners is False
+    assert cfg.augment.mode == "one" and cfg.augment.align_corners is False  # evaluation augmentation
+    for method, expected in (("podd", False), ("tesla", True), ("mtt", True)):
+        assert compose_cfg(f"method={method}").augment.align_corners is expected
+    for hw in (HW, (6, 10)):
+        x = torch.randn(2, 3, *hw, dtype=torch.float64)
+        params = DSA("rotate").sample(2, hw, generator(3, "rot"))
+        a = params.steps[0][1]["degrees"].double() * (torch.pi / 180)
+        theta = torch.stack([torch.stack([a.cos(), -a.sin(), 0 * a], 1),
+                             torch.stack([a.sin(), a.cos(), 0 * a], 1)], 1)
+        for corners in (True, False):
+            grid = F.affine_grid(theta, list(x.shape), align_corners=corners)
+            want = F.grid_sample(x, grid, align_corners=corners)
+            assert torch.allclose(DSA("rotate", align_corners=corners).apply(x, params), want, atol=1e-12)
+        same = torch.allclose(DSA("rotate", align_corners=True).apply(x, params),
+                              DSA("rotate", align_corners=False).apply(x, params), atol=1e-10)
+        # Rotation/scale about the centre are the same pixel map under both conventions on a square image;
+        # only non-square images (aspect of (W-1)/(H-1) vs W/H) see the difference.
+        assert same == (hw[0] == hw[1])
+
+
+def test_reference_epoch_is_a_pass_over_the_real_set():
+    assert reference_steps_per_epoch(50000, 5000) == 10  # RaT-BPTT / PoDD CIFAR
+    assert reference_steps_per_epoch(50000, 2000) == 25  # PoDD CIFAR-100
+    assert reference_steps_per_epoch(5994, 3000) == 2    # PoDD CUB (last batch kept)
+    assert reference_steps_per_epoch(100000, 500) == 200  # PoDD Tiny-ImageNet
+
+
+def test_window_is_redrawn_once_per_reference_epoch():
+    """window_redraw=epoch: T_end constant within an epoch (30 images / batch 12 -> 3 meta-steps), redrawn
+    between epochs and the same after a resume (keyed by the epoch index); step: a draw per meta-step."""
+    algo, _, _ = tiny_algo("pixels", "algorithm.window_redraw=epoch", "algorithm.min_window=3")
+    assert algo.steps_per_epoch == 3
+    gen = generator(0, "w")
+    t = [algo.draw_t_end(gen, it) for it in range(60)]
+    assert all(t[i] == t[i - i % 3] for i in range(60))
+    assert len(set(t[::3])) > 1
+    assert [algo.draw_t_end(generator(9, "other"), it) for it in range(60)] == t
+    step, _, _ = tiny_algo("pixels", "algorithm.window_redraw=step", "algorithm.min_window=3")
+    gen = generator(0, "w")
+    ts = [step.draw_t_end(gen, it) for it in range(60)]
+    assert any(ts[i] != ts[i - i % 3] for i in range(60))

@@ -59,18 +59,18 @@ def test_soft_labels_saved_and_used(with_buffer, labels):
     syn = SynsetFile.load(d / "synset.pt")
     assert syn.soft_labels and syn.labels.shape == (4, 4)
     torch.testing.assert_close(syn.labels.sum(1), torch.ones(4))
-    assert json.loads((d / "eval.json").read_text())["protocol"]["labels"] == "soft"
+    assert json.loads((d / "eval.json").read_text())["labels"] == "soft"
 
 
 def test_buffer_too_short_names_the_keys(with_buffer):
-    from tesla_podd.errors import BufferError_
+    from tesla_podd.errors import ConfigError
 
-    with pytest.raises(BufferError_, match="max_start_epoch \\+ expert_epochs"):
+    with pytest.raises(ConfigError, match="expert_epochs \\+ max_start_epoch <= stored epochs \\+ 1"):
         with_buffer("r", "method=tesla", "algorithm.max_start_epoch=4", "stages=[distill]")
 
 
 def test_divergence_stops_with_message_and_keeps_checkpoint(with_buffer):
-    with pytest.raises(DistillDiverged, match="NaN/Inf|vanished"):
+    with pytest.raises(DistillDiverged, match="diverged.*algorithm.lr_img"):
         with_buffer("r", "method=tesla", "algorithm.lr_img=1e38", "algorithm.iterations=6",
                     "distill.checkpoint_every=1", "stages=[distill]")
 

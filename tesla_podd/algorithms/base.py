@@ -1,15 +1,22 @@
 """The contract between the distill loop and an algorithm.
 
-An algorithm is built as `ALGORITHMS[cfg.algorithm.name](cfg, ctx, synset)`. The loop owns
+An algorithm is built as `ALGORITHMS[name](acfg, synset, resources)`: its own config node (`cfg.algorithm`),
+the synthetic set, and the `AlgorithmResources` the run context hands in (data, model factory, augmentation,
+expert trajectories, device, seed). It reads its settings once, in the constructor. The loop owns
 iteration counting, logging, checkpoints, resume and the divergence checks; the algorithm owns
 its maths and its optimisers. All randomness of iteration `it` comes from the `gen` the loop
 passes in (seeded by (seed, it)), so a resumed run repeats an uninterrupted one exactly."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 import torch
+from torch import nn
+
+from ..models import build_model
 
 
 class Distiller(Protocol):
@@ -22,9 +29,6 @@ class Distiller(Protocol):
     def meta_step(self, it: int, gen: torch.Generator) -> dict[str, float]:
         """Compute the meta-gradient into `.grad` of every learnable tensor; return metrics with "loss"."""
 
-    def after_step(self) -> None:
-        """Projections after the optimisers stepped (e.g. labels >= 0)."""
-
     def eval_lr(self) -> float | None:
         """The student lr to evaluate with (learned), or None to use eval.fallback_lr."""
 
@@ -34,6 +38,27 @@ class Distiller(Protocol):
     def state_dict(self) -> dict: ...
 
     def load_state_dict(self, state: dict) -> None: ...
+
+
+def model_factory(model_cfg, real) -> Callable[[], nn.Module]:
+    """A zero-argument builder of fresh `model` networks for this dataset (CPU, from the current RNG)."""
+    c, h, _ = real.image_shape
+    return lambda: build_model(model_cfg, c, real.num_classes, h)
+
+
+@dataclass(frozen=True)
+class AlgorithmResources:
+    """What an algorithm gets from the run besides its own config node."""
+
+    real: object  # data.real.RealData: the real train/test images (uint8) and labels
+    preprocess: object  # data.preprocess.Preprocessor: real images -> model space (normalise, ZCA)
+    device: torch.device
+    seed: int  # the run seed (per-iteration randomness comes from the loop's generator)
+    make_model: Callable[[], nn.Module]  # a fresh network of the configured `model` (see model_factory)
+    model_name: str = "model"  # for messages
+    augment: object = None  # the run's differentiable augmentation (DSA) of student batches
+    load_experts: Callable[[int], Sequence[torch.Tensor]] | None = None  # trajectories reaching epoch n
+    label_mode: str = "hard"  # synset.labels: hard | teacher | teacher_last | learned | poddl_*
 
 
 class PositiveScalar:

@@ -7,7 +7,7 @@ class RandomBaseline:
     needs_buffer = False
     iterations = 0
 
-    def __init__(self, cfg, ctx, synset):
+    def __init__(self, acfg, synset, res):
         self.synset = synset
 
     def optimizers(self):
@@ -15,9 +15,6 @@ class RandomBaseline:
 
     def meta_step(self, it, gen):  # never called: zero iterations
         raise RuntimeError("the random baseline has nothing to optimise")
-
-    def after_step(self):
-        pass
 
     def eval_lr(self):
         return None

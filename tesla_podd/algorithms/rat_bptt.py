@@ -1,12 +1,15 @@
 """RaT-BPTT (ALGORITHMS.md §6): random-truncated backpropagation through time.
 
 One meta-step: a freshly initialised network (seeded by (seed, iteration)) trains on the synthetic set
-for T_end ~ U{min_window … total_window} inner steps with Adam (or SGD). The first T_end − window steps
+for T_end ~ U{min_window … total_window} inner steps with Adam (or SGD); T_end is redrawn once per reference
+epoch (a pass over the real train set in real batches, as the reference) or, with window_redraw=step, every
+meta-step (the reference's --complete_random). The first T_end − window steps
 run without a graph; the last `window` steps are unrolled differentiably on a flat parameter vector
 (FlatModel + the hand-written Adam below, plain tensors, no `higher`). The meta loss is the cross-entropy
 of the final network on an augmented batch of real images; its gradient flows into the synthetic set's
 tensors (pixels or poster, and learned labels). The outer optimiser is Adam; the image gradient is clipped
-at clip_coef × an EMA of its past norms.
+at clip_coef × an EMA of its past norms. Augmentation (syn_augment / real_augment) follows the reference:
+one of flip / rotate per call, affine ops with align_corners=False.
 
 Every random draw of a meta-step is made up front by `draw` (a `Plan`), so tests can replay it."""
 
@@ -19,13 +22,22 @@ import torch.nn.functional as F
 
 from ..data.augment import AugParams, build_augment
 from ..errors import ConfigError, check_choice
-from ..models import FlatModel, build_model
-from ..seeding import seeded_init
+from ..models import FlatModel
+from ..seeding import generator, seeded_init
 from ..synset.base import soft_cross_entropy
 from .base import learnable_tensors
 
 ADAM_BETAS = (0.9, 0.999)  # torch.optim.Adam's defaults, as in the reference implementation
 ADAM_EPS = 1e-8
+
+
+WINDOW_REDRAWS = ("epoch", "step")
+
+
+def reference_steps_per_epoch(num_train: int, batch_real: int) -> int:
+    """Meta-steps in one reference `--epoch`: a DataLoader pass over num_train images in batches of
+    batch_real, the last batch kept (ceil). CIFAR 50000/5000 = 10; CUB 5994/3000 = 2; Tiny 100000/500 = 200."""
+    return -(-int(num_train) // int(batch_real))
 
 
 @dataclass
@@ -59,10 +71,10 @@ def adam_update(theta, g, m, v, t: int, lr: float):
 class RatBPTT:
     needs_buffer = False
 
-    def __init__(self, cfg, ctx, synset):
-        a = cfg.algorithm
-        self.synset, self.real, self.preprocess, self.device = synset, ctx.real, ctx.preprocess, ctx.device
-        self.seed = int(cfg.seed)
+    def __init__(self, acfg, synset, res):
+        a = acfg  # this algorithm's own config node; `res`: AlgorithmResources handed in by the run
+        self.synset, self.real, self.preprocess, self.device = synset, res.real, res.preprocess, res.device
+        self.seed = int(res.seed)
         self.iterations = int(a.iterations)
         self.window = int(a.window)  # ΔT: differentiated inner steps
         self.total_window = int(a.total_window)  # T: the most inner steps
@@ -70,10 +82,14 @@ class RatBPTT:
         if not 1 <= self.window <= self.total_window or not 1 <= self.min_window <= self.total_window:
             raise ConfigError(f"RaT-BPTT needs 1 <= window ({self.window}) <= total_window ({self.total_window}) "
                               f"and 1 <= min_window ({self.min_window}) <= total_window.")
+        check_choice("algorithm.window_redraw", a.window_redraw, WINDOW_REDRAWS)
+        self.window_redraw = str(a.window_redraw)
         check_choice("algorithm.inner_optim", a.inner_optim, ["adam", "sgd"])
         self.inner_optim, self.inner_lr = str(a.inner_optim), float(a.inner_lr)
         self.batch_syn = synset.num_items if a.batch_syn is None else min(int(a.batch_syn), synset.num_items)
         self.batch_real = min(int(a.batch_real), int(self.real.train_x.shape[0]))
+        # One reference epoch = one pass over the real train set in real batches (the budget unit of --epoch).
+        self.steps_per_epoch = reference_steps_per_epoch(int(self.real.train_x.shape[0]), self.batch_real)
         if self.batch_syn < 1 or self.batch_real < 1:
             raise ConfigError(f"`algorithm.batch_syn` ({a.batch_syn}) and `algorithm.batch_real` "
                               f"({a.batch_real}) must be positive.")
@@ -86,9 +102,9 @@ class RatBPTT:
         self.dtype = groups["images"][0].dtype  # the inner loop runs in the synthetic set's dtype (float64 in tests)
         c, h, w = self.real.image_shape
         self.hw = (h, w)
-        self.model_cfg, self.shape = cfg.model, (c, self.real.num_classes, h)
+        self.make_model = res.make_model  # a fresh network of the configured `model` (CPU, current RNG)
         # Only a template for functional calls: every meta-step draws fresh parameters (init_theta).
-        self.flat = FlatModel(build_model(cfg.model, *self.shape).to(self.device, self.dtype))
+        self.flat = FlatModel(self.make_model().to(self.device, self.dtype))
         self.opts = [torch.optim.Adam(groups["images"], lr=float(a.lr_img))]
         if "labels" in groups:
             self.opts.append(torch.optim.Adam(groups["labels"], lr=float(a.lr_label)))
@@ -98,13 +114,10 @@ class RatBPTT:
         return self.opts
 
     def meta_step(self, it: int, gen: torch.Generator) -> dict[str, float]:
-        plan = self.draw(gen)
+        plan = self.draw(gen, it)
         metrics = self.backward(self.init_theta(it), plan)
         metrics.update(self.clip_image_grad())
         return metrics
-
-    def after_step(self):
-        pass  # label clamping is the synthetic set's project_()
 
     def eval_lr(self):
         return None  # nothing learned: evaluate with the inner optimiser (eval=adam, lr 1e-3)
@@ -119,8 +132,16 @@ class RatBPTT:
         self.grad_ema = state["grad_ema"]
 
     # ---- the pieces of a meta-step ----
-    def draw(self, gen: torch.Generator) -> Plan:
-        t_end = int(torch.randint(self.min_window, self.total_window + 1, (1,), generator=gen))
+    def draw_t_end(self, gen: torch.Generator, it: int | None = None) -> int:
+        """T_end of meta-step `it`. window_redraw=step: a fresh draw from `gen`. window_redraw=epoch: one draw
+        per reference epoch (as the reference, which draws its window at the start of each pass over the real
+        set), from a stream keyed by the epoch index, so a resumed run gets the same windows."""
+        if self.window_redraw == "epoch" and it is not None:
+            gen = generator(self.seed, "rat_bptt-window", it // self.steps_per_epoch)
+        return int(torch.randint(self.min_window, self.total_window + 1, (1,), generator=gen))
+
+    def draw(self, gen: torch.Generator, it: int | None = None) -> Plan:
+        t_end = self.draw_t_end(gen, it)
         n = self.synset.num_items
         syn_idx, syn_aug = [], []
         for _ in range(t_end):
@@ -133,7 +154,7 @@ class RatBPTT:
     def init_theta(self, it: int) -> torch.Tensor:
         """Flat parameters of a fresh network for iteration `it` (the same after a resume)."""
         with seeded_init(self.seed, "rat_bptt", it):
-            net = build_model(self.model_cfg, *self.shape)
+            net = self.make_model()
         return self.flat.flatten(net).to(self.device, self.dtype)
 
     def real_batch(self, plan: Plan) -> tuple[torch.Tensor, torch.Tensor]:

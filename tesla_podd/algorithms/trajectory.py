@@ -11,9 +11,8 @@ import logging
 
 import torch
 
-from ..buffers import open_store
 from ..errors import ConfigError, check_choice, check_positive
-from ..models import FlatModel, build_model
+from ..models import FlatModel
 from .base import PositiveScalar
 from .matching import GRAD_MODES, MATCHERS, StepPlan, Student
 
@@ -24,66 +23,68 @@ LABEL_MODES = ("hard", "teacher", "teacher_last", "learned", "poddl_fixed", "pod
 class TrajectoryMatching:
     needs_buffer = True
 
-    def __init__(self, cfg, ctx, synset):
-        a = cfg.algorithm
-        check_choice("algorithm.grad_mode", a.grad_mode, GRAD_MODES)
-        check_choice("synset.labels", cfg.synset.labels, LABEL_MODES)
+    def __init__(self, acfg, synset, res):
+        check_choice("algorithm.grad_mode", acfg.grad_mode, GRAD_MODES)
+        check_choice("synset.labels", res.label_mode, LABEL_MODES)
         for key in ("syn_steps", "expert_epochs", "max_start_epoch", "iterations"):
-            check_positive(f"algorithm.{key}", a[key], integer=True)
-        self.cfg, self.ctx, self.synset = cfg, ctx, synset
-        self.iterations = int(a.iterations)
-        self.mode = a.grad_mode
-        self.labels = cfg.synset.labels if cfg.synset.labels in ("teacher", "teacher_last") else "own"
-        need = int(a.max_start_epoch) + int(a.expert_epochs)
-        self.experts = open_store(cfg).load_trajectories(need, cfg)
-        c, h, _ = ctx.real.image_shape
-        self.flat = FlatModel(build_model(cfg.model, c, ctx.real.num_classes, h).to(ctx.device))
+            check_positive(f"algorithm.{key}", acfg[key], integer=True)
+        self.synset, self.device, self.augment = synset, res.device, res.augment
+        self.iterations = int(acfg.iterations)
+        self.mode = str(acfg.grad_mode)
+        self.syn_steps = int(acfg.syn_steps)
+        self.expert_epochs = int(acfg.expert_epochs)
+        self.max_start_epoch = int(acfg.max_start_epoch)  # start ~ U{0..max_start_epoch-1}
+        self.keep_every = int(acfg.exact_keep_every)
+        self.lr_img, self.lr_lr, self.lr_label = float(acfg.lr_img), float(acfg.lr_lr), float(acfg.lr_label)
+        self.momentum = float(acfg.momentum)
+        self.learn_lr = bool(acfg.learn_lr)
+        self.labels = res.label_mode if res.label_mode in ("teacher", "teacher_last") else "own"
+        # The latest target drawn is epoch (max_start_epoch - 1) + expert_epochs.
+        self.experts = res.load_experts(self.max_start_epoch - 1 + self.expert_epochs)
+        self.hw = tuple(res.real.image_shape[1:])
+        self.flat = FlatModel(res.make_model().to(res.device))
         if self.experts[0].shape[1] != self.flat.num_params:
             raise ConfigError(f"The expert buffer has {self.experts[0].shape[1]} parameters per checkpoint but "
-                              f"`model` ({cfg.model.name}) has {self.flat.num_params}: build a buffer for this model.")
-        self.batch_syn = int(a.batch_syn) if a.get("batch_syn") else synset.num_items
+                              f"`model` ({res.model_name}) has {self.flat.num_params}: build a buffer for this model.")
+        self.batch_syn = synset.num_items if acfg.batch_syn is None else int(acfg.batch_syn)
         if self.batch_syn > synset.num_items:
             raise ConfigError(f"`algorithm.batch_syn={self.batch_syn}` exceeds the {synset.num_items} synthetic items.")
-        self.student = Student(self.flat, synset, ctx.augment)
-        self.lr = PositiveScalar(float(a.lr_teacher), device=ctx.device)
-        self.learn_lr = bool(a.get("learn_lr", True))
+        self.student = Student(self.flat, synset, res.augment)
+        self.lr = PositiveScalar(float(acfg.lr_teacher), device=res.device)
         self.teacher = None  # flat parameters of the last labelling expert (for the saved soft labels)
-        self.grad_norm_ema = None
 
     # ---- optimisation -------------------------------------------------------------------------------
     def optimizers(self) -> list[torch.optim.Optimizer]:
-        a, groups = self.cfg.algorithm, self.synset.param_groups()
-        opts = [torch.optim.SGD(groups["images"], lr=float(a.lr_img), momentum=float(a.momentum))]
+        groups = self.synset.param_groups()
+        opts = [torch.optim.SGD(groups["images"], lr=self.lr_img, momentum=self.momentum)]
         if "labels" in groups:
-            opts.append(torch.optim.SGD(groups["labels"], lr=float(a.lr_label), momentum=float(a.momentum)))
+            opts.append(torch.optim.SGD(groups["labels"], lr=self.lr_label, momentum=self.momentum))
         if self.learn_lr:
-            opts.append(self.lr.sgd(float(a.lr_lr), float(a.momentum)))
+            opts.append(self.lr.sgd(self.lr_lr, self.momentum))
         return opts
 
     def _plans(self, gen: torch.Generator, teacher: torch.Tensor | None) -> list[StepPlan]:
         """Mini-batches (permutation chunks, as MTT), augmentation parameters and labels per step."""
         n, plans, pool = self.synset.num_items, [], []
-        hw = tuple(self.ctx.real.image_shape[1:])
-        for _ in range(int(self.cfg.algorithm.syn_steps)):
+        for _ in range(self.syn_steps):
             if len(pool) < self.batch_syn:
                 pool = torch.randperm(n, generator=gen).tolist()
             idx, pool = torch.tensor(pool[: self.batch_syn]), pool[self.batch_syn :]
-            idx = idx.to(self.ctx.device)
+            idx = idx.to(self.device)
             y = None
             if teacher is not None:
                 with torch.no_grad():
                     y = torch.softmax(self.flat(teacher, self.synset.sample(idx).x), dim=1)
-            plans.append(StepPlan(idx, self.ctx.augment.sample(len(idx), hw, gen), y))
+            plans.append(StepPlan(idx, self.augment.sample(len(idx), self.hw, gen), y))
         return plans
 
     def meta_step(self, it: int, gen: torch.Generator) -> dict[str, float]:
-        a = self.cfg.algorithm
         k = int(torch.randint(len(self.experts), (1,), generator=gen))
-        start = int(torch.randint(int(a.max_start_epoch), (1,), generator=gen))
+        start = int(torch.randint(self.max_start_epoch, (1,), generator=gen))
         traj = self.experts[k]
-        dev = self.ctx.device
+        dev = self.device
         theta0 = traj[start].to(dev, torch.float32)
-        target = traj[start + int(a.expert_epochs)].to(dev, torch.float32)
+        target = traj[start + self.expert_epochs].to(dev, torch.float32)
         teacher = None
         if self.labels == "teacher":
             teacher = target
@@ -91,7 +92,7 @@ class TrajectoryMatching:
             teacher = traj[-1].to(dev, torch.float32)
         self.teacher = teacher
         plans = self._plans(gen, teacher)
-        extra = {"keep_every": int(a.get("exact_keep_every", 0))} if self.mode == "exact" else {}
+        extra = {"keep_every": self.keep_every} if self.mode == "exact" else {}
         loss = MATCHERS[self.mode](self.student, plans, theta0, target, self.lr, **extra)
         if not self.learn_lr:
             self.lr.log.grad = None
@@ -99,9 +100,6 @@ class TrajectoryMatching:
         grad_norm = torch.sqrt(sum((t.grad.detach() ** 2).sum() for t in images if t.grad is not None)).item()
         return {"loss": loss, "syn_lr": self.lr.value.item(), "start_epoch": float(start), "expert": float(k),
                 "grad_norm": grad_norm}
-
-    def after_step(self) -> None:
-        pass
 
     # ---- results ------------------------------------------------------------------------------------
     def eval_lr(self) -> float:
@@ -120,5 +118,5 @@ class TrajectoryMatching:
     def load_state_dict(self, state: dict) -> None:
         with torch.no_grad():
             self.lr.log.copy_(state["log_lr"])
-        t = state.get("teacher")
-        self.teacher = None if t is None else t.to(self.ctx.device)
+        t = state["teacher"]
+        self.teacher = None if t is None else t.to(self.device)

@@ -7,7 +7,8 @@ gradient with the *same* augmentation, so they keep the params of pass 1 and cal
 
 Semantics follow the MTT/TESLA DSA (see TARGETS.md): per-sample parameters; scale/rotate go through
 affine_grid/grid_sample (bilinear, zero padding, align_corners=True); crop and cutout work on
-integer pixel offsets with zero fill.
+integer pixel offsets with zero fill. RaT-BPTT/PoDD run the same scale/rotate maths with
+align_corners=False (their util.py), so `align_corners` is a per-algorithm option.
 """
 
 from __future__ import annotations
@@ -46,7 +47,8 @@ class DSA:
 
     def __init__(self, strategy: str = "color_crop_cutout_flip_scale_rotate", mode: str = "one",
                  scale: float = 1.2, rotate: float = 15.0, crop: float = 0.125, cutout: float = 0.5,
-                 brightness: float = 1.0, saturation: float = 2.0, contrast: float = 0.5, flip: float = 0.5):
+                 brightness: float = 1.0, saturation: float = 2.0, contrast: float = 0.5, flip: float = 0.5,
+                 align_corners: bool = True):
         ops = [op for op in str(strategy).split("_") if op]
         bad = [op for op in ops if op not in self.OPS]
         if not ops or bad:
@@ -64,6 +66,8 @@ class DSA:
         self.crop, self.cutout, self.flip = float(crop), float(cutout), float(flip)
         self.brightness, self.saturation = float(brightness), float(saturation)
         self.contrast = float(contrast)
+        # grid convention of scale/rotate: True = MTT/TESLA DSA, False = RaT-BPTT/PoDD augmentation
+        self.align_corners = bool(align_corners)
 
     def __repr__(self) -> str:
         return f"DSA(strategy={self.strategy!r}, mode={self.mode!r})"
@@ -148,23 +152,20 @@ class DSA:
     def _apply_flip(x: torch.Tensor, p: Params) -> torch.Tensor:
         return torch.where(p["flip"].view(-1, 1, 1, 1), x.flip(3), x)
 
-    @staticmethod
-    def _affine(x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
-        grid = F.affine_grid(theta, list(x.shape), align_corners=True)
-        return F.grid_sample(x, grid, align_corners=True)
+    def _affine(self, x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+        grid = F.affine_grid(theta, list(x.shape), align_corners=self.align_corners)
+        return F.grid_sample(x, grid, align_corners=self.align_corners)
 
-    @classmethod
-    def _apply_scale(cls, x: torch.Tensor, p: Params) -> torch.Tensor:
+    def _apply_scale(self, x: torch.Tensor, p: Params) -> torch.Tensor:
         zero = torch.zeros_like(p["sx"])
         theta = torch.stack([torch.stack([p["sx"], zero, zero], 1), torch.stack([zero, p["sy"], zero], 1)], 1)
-        return cls._affine(x, theta)
+        return self._affine(x, theta)
 
-    @classmethod
-    def _apply_rotate(cls, x: torch.Tensor, p: Params) -> torch.Tensor:
+    def _apply_rotate(self, x: torch.Tensor, p: Params) -> torch.Tensor:
         a = p["degrees"] * (math.pi / 180.0)
         cos, sin, zero = torch.cos(a), torch.sin(a), torch.zeros_like(a)
         theta = torch.stack([torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1)
-        return cls._affine(x, theta)
+        return self._affine(x, theta)
 
 
 class NoAugment:

@@ -68,13 +68,13 @@ class Preprocessor:
 
 
 def build_preprocessor(dataset_cfg, real: RealData, cache_dir: str | Path) -> Preprocessor:
-    kind = str(dataset_cfg.get("zca", "none"))
+    kind = str(dataset_cfg.zca)
     check_choice("dataset.zca", kind, ZCA_KINDS)
     if kind == "none":
         return Preprocessor(real.mean, real.std)
     from .zca import ZCA
 
-    eps = float(dataset_cfg.get("zca_eps", 0.1))
+    eps = float(dataset_cfg.zca_eps)
     # The whitening depends on exactly which train images it was fit on.
     digest = hashlib.sha1()
     digest.update(str(tuple(real.train_x.shape)).encode())

@@ -13,27 +13,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import DataError
 from ..seeding import generator
+from .images import IMAGE_EXTS, decode_image, missing_dataset, stack_images
 from .readers_extra import read_cub200, read_imagenet64, read_tinyimagenet
-
-IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
-
-
-def decode_image(path: Path, image_size: int | None = None) -> torch.Tensor:
-    """uint8 [3, H, W] RGB (greyscale and RGBA converted), resized to image_size if given."""
-    from torchvision.io import ImageReadMode, read_file
-    from torchvision.io import decode_image as tv_decode
-    from torchvision.transforms.functional import resize
-
-    img = tv_decode(read_file(str(path)), mode=ImageReadMode.RGB)
-    if image_size is not None and tuple(img.shape[1:]) != (image_size, image_size):
-        img = resize(img, [image_size, image_size], antialias=True)
-    return img
-
-
-def _stack(images: list[torch.Tensor]) -> torch.Tensor:
-    return torch.stack(images) if images else torch.empty(0, 3, 0, 0, dtype=torch.uint8)
 
 
 def read_image_folder(split_dir: Path, image_size: int, class_names: list[str] | None = None):
@@ -44,19 +26,7 @@ def read_image_folder(split_dir: Path, image_size: int, class_names: list[str] |
         files = sorted(p for p in (split_dir / cls).iterdir() if p.suffix.lower() in IMAGE_EXTS)
         xs += [decode_image(f, image_size) for f in files]
         ys += [label] * len(files)
-    return _stack(xs), torch.tensor(ys, dtype=torch.int64), classes
-
-
-def _missing(name: str, root: Path | None, expected: str, download: bool, extra: str = "") -> DataError:
-    how = (
-        "`dataset.download=true` was set but the download failed" + (f" ({extra})" if extra else "")
-        if download
-        else "`dataset.download` is off"
-    )
-    return DataError(
-        f"Dataset `{name}` not found under `dataset.root={root}`: expected {expected}. {how}. "
-        f"Point `dataset.root` (or `paths.data_dir`, e.g. `DATA=/path make demo`) at a copy."
-    )
+    return stack_images(xs), torch.tensor(ys, dtype=torch.int64), classes
 
 
 # torchvision's python-pickle layout: folder, train files, test file, meta file, label key, names key
@@ -106,7 +76,7 @@ def _read_cifar(name: str, tv_cls, root: Path | None, download: bool, image_size
         f"batches ({', '.join(train_files + [test_file, meta_file])})"
     )
     if root is None:
-        raise _missing(name, root, expected, download)
+        raise missing_dataset(name, root, expected, download)
     root = Path(root)
     # 1) image-folder layout: root/train/<class>/*, root/test/<class>/*
     if (root / "train").is_dir() and (root / "test").is_dir():
@@ -129,7 +99,7 @@ def _read_cifar(name: str, tv_cls, root: Path | None, download: bool, image_size
             error = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
     folder = pickle_dir()
     if folder is None:
-        raise _missing(name, root, expected, download, error)
+        raise missing_dataset(name, root, expected, download, error)
     return read_cifar_pickles(name, folder, image_size)
 
 

@@ -1,7 +1,6 @@
 """Readers for CUB-200-2011, Tiny-ImageNet and downsampled ImageNet 64x64 (registered in readers.READERS).
 
-Shared helpers (`decode_image`, `_missing`, ...) are imported from `.readers` inside each function,
-because `readers.py` imports this module at its top (a top-level import back would be circular)."""
+Shared image helpers come from `.images`."""
 
 from __future__ import annotations
 
@@ -16,15 +15,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .images import decode_image, missing_dataset, stack_images
+
 log = logging.getLogger(__name__)
 
 
 def _decode_many(files: list[Path], image_size: int) -> torch.Tensor:
     """Decode + resize many images in threads (torchvision's JPEG decoder releases the GIL)."""
-    from .readers import _stack, decode_image
 
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
-        return _stack(list(pool.map(lambda f: decode_image(f, image_size), files)))
+        return stack_images(list(pool.map(lambda f: decode_image(f, image_size), files)))
 
 
 def _rows(path: Path) -> list[list[str]]:
@@ -49,12 +49,11 @@ _CUB_FILES = ("images.txt", "train_test_split.txt", "image_class_labels.txt", "c
 
 def read_cub200(root, download, image_size, cache_dir):
     """CUB-200-2011 release: index files + `images/<class>/<file>.jpg`; official train/test split."""
-    from .readers import _missing
 
     base = _release_dir(root, "CUB_200_2011", "images.txt")
     if base is None or not all((base / f).is_file() for f in _CUB_FILES) or not (base / "images").is_dir():
         expected = "`CUB_200_2011/` holding " + ", ".join(f"`{f}`" for f in _CUB_FILES) + " and `images/`"
-        raise _missing("cub200", root, expected, download, "CUB-200-2011 has no automatic download")
+        raise missing_dataset("cub200", root, expected, download, "CUB-200-2011 has no automatic download")
     paths = {i: p for i, p in _rows(base / "images.txt")}
     is_train = {i: s.strip() == "1" for i, s in _rows(base / "train_test_split.txt")}
     label = {i: int(c) - 1 for i, c in _rows(base / "image_class_labels.txt")}  # 1..200 -> 0-based
@@ -75,7 +74,6 @@ def read_cub200(root, download, image_size, cache_dir):
 
 def read_tinyimagenet(root, download, image_size, cache_dir):
     """Tiny-ImageNet release: classes in `wnids.txt` order; the labelled `val/` split is the test split."""
-    from .readers import _missing
 
     base = _release_dir(root, "tiny-imagenet-200", "wnids.txt")
     need = ("wnids.txt", "words.txt", "val/val_annotations.txt")
@@ -84,7 +82,7 @@ def read_tinyimagenet(root, download, image_size, cache_dir):
             "`tiny-imagenet-200/` holding `wnids.txt`, `words.txt`, `train/<wnid>/images/*.JPEG`, "
             "`val/images/*.JPEG` and `val/val_annotations.txt`"
         )
-        raise _missing("tinyimagenet", root, expected, download, "Tiny-ImageNet has no automatic download")
+        raise missing_dataset("tinyimagenet", root, expected, download, "Tiny-ImageNet has no automatic download")
     wnids = (base / "wnids.txt").read_text().split()
     words = {r[0]: r[1] for r in _rows(base / "words.txt") if len(r) == 2}
     # "goldfish, Carassius auratus" -> "goldfish"
@@ -190,12 +188,11 @@ def read_imagenet64(root, download, image_size, cache_dir):
 
     The first load converts the batches into `.npy` files under `cache_dir/imagenet64/<key>/` (key:
     root, image size and the batch files' names and sizes); later loads memory-map them."""
-    from .readers import _missing
 
     train = _find(Path(root), "train_data_batch_*.npz") if root is not None else []
     val = _find(Path(root), "val_data.npz")[:1] if root is not None else []
     if not train or not val:
-        raise _missing(
+        raise missing_dataset(
             "imagenet64", root,
             "`train_data_batch_1.npz` … `train_data_batch_10.npz` and `val_data.npz` "
             "(ImageNet 64x64, npz release) in it or one folder below", download,

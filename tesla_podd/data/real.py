@@ -16,6 +16,7 @@ import torch
 from .. import atomic
 from ..errors import ConfigError, DataError, check_choice
 from ..seeding import generator
+from .split import split_validation
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +31,9 @@ class RealData:
     class_names: list[str]
     mean: tuple[float, ...]  # per-channel, of images in [0, 1]
     std: tuple[float, ...]
+    # Held-out validation split (data/split.py); None when `dataset.val_size` is 0.
+    val_x: torch.Tensor | None = None  # uint8 [V, C, H, W], never part of train_x
+    val_y: torch.Tensor | None = None  # int64 [V]
 
     @property
     def num_classes(self) -> int:
@@ -54,7 +58,7 @@ def load_real(dataset_cfg, cache_dir: str | Path) -> RealData:
 
     name = dataset_cfg.name
     check_choice("dataset.name", name, READERS)
-    root = Path(str(dataset_cfg.root)) if dataset_cfg.get("root") else None
+    root = Path(str(dataset_cfg.root)) if dataset_cfg.root else None
     image_size = int(dataset_cfg.image_size)
     reader = READERS[name]
     cache = None if name == "fake" or root is None else _cache_file(Path(cache_dir), name, root, image_size)
@@ -70,7 +74,7 @@ def load_real(dataset_cfg, cache_dir: str | Path) -> RealData:
     if raw is None:
         raw = reader(
             root=root,
-            download=bool(dataset_cfg.get("download", False)),
+            download=bool(dataset_cfg.download),
             image_size=image_size,
             cache_dir=Path(cache_dir),
         )
@@ -90,9 +94,11 @@ def load_real(dataset_cfg, cache_dir: str | Path) -> RealData:
         std=tuple(float(s) for s in dataset_cfg.std),
     )
     _check_shapes(data, dataset_cfg)
-    subset = dataset_cfg.get("train_subset")
+    # Validation first, so that it is the same whatever train_subset is chosen afterwards.
+    data = split_validation(data, dataset_cfg.val_size, seed=int(dataset_cfg.val_seed))
+    subset = dataset_cfg.train_subset
     if subset:
-        data = class_balanced_subset(data, int(subset), seed=int(dataset_cfg.get("subset_seed", 0)))
+        data = class_balanced_subset(data, int(subset), seed=int(dataset_cfg.subset_seed))
     return data
 
 
@@ -100,7 +106,7 @@ def _check_shapes(data: RealData, cfg) -> None:
     c, h, w = data.image_shape
     if (c, h, w) != (int(cfg.channels), int(cfg.image_size), int(cfg.image_size)):
         raise DataError(
-            f"Dataset `{cfg.name}` under `dataset.root={cfg.get('root')}` holds images of shape "
+            f"Dataset `{cfg.name}` under `dataset.root={cfg.root}` holds images of shape "
             f"{(c, h, w)}, but the config expects {(cfg.channels, cfg.image_size, cfg.image_size)} "
             "(`dataset.channels`, `dataset.image_size`)."
         )
@@ -133,4 +139,6 @@ def class_balanced_subset(data: RealData, size: int, seed: int = 0) -> RealData:
         class_names=data.class_names,
         mean=data.mean,
         std=data.std,
+        val_x=data.val_x,
+        val_y=data.val_y,
     )

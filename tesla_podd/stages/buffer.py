@@ -1,7 +1,9 @@
 """Buffer stage (ALGORITHMS.md section 1): train experts on real data, save parameters every epoch.
 
-Resumable at epoch granularity: finished experts are skipped, the expert in progress continues from
-`partial_expert.pt`. Killing the process at any moment loses at most the current epoch."""
+One file per expert; this job builds the experts `buffer.experts` / `buffer.worker` of `buffer.num_workers`
+select (all by default), skipping those already on disk and those another job is building right now
+(it waits for them at the end, and takes over if that job died). Resumable at epoch granularity: expert k
+continues from `partial_expert_<k>.pt`. Killing the process at any moment loses at most the current epoch."""
 
 from __future__ import annotations
 
@@ -11,13 +13,21 @@ import torch
 from tqdm.auto import tqdm
 
 from .. import atomic
-from ..buffers import open_store
+from ..classifier import accuracy, train_classifier
 from ..errors import check_choice, check_positive
+from ..expert_store import DTYPES, check_finite, open_store, select_experts
 from ..models import FlatModel, build_model
 from ..seeding import generator, seeded_init
-from ..training import accuracy, train_classifier
 
 log = logging.getLogger(__name__)
+
+
+def kept_epochs(b) -> int:
+    """Epochs stored per expert: `buffer.keep_epochs` (what the recipe can reach) or all of them."""
+    if b.keep_epochs is None:
+        return int(b.train_epochs)
+    check_positive("buffer.keep_epochs", b.keep_epochs, integer=True)
+    return min(int(b.keep_epochs), int(b.train_epochs))
 
 
 def run_buffer(cfg, ctx) -> dict:
@@ -25,74 +35,122 @@ def run_buffer(cfg, ctx) -> dict:
     check_positive("buffer.num_experts", b.num_experts, integer=True)
     check_positive("buffer.train_epochs", b.train_epochs, integer=True)
     check_choice("buffer.amp", b.amp, ["none", "bf16"])
+    check_choice("buffer.dtype", b.dtype, list(DTYPES))
+    mine = select_experts(int(b.num_experts), b.experts, int(b.worker), int(b.num_workers))
+    epochs = kept_epochs(b)
     store = open_store(cfg)
-    real, pre, device = ctx.real, ctx.preprocess, ctx.device
-    c, h, _ = real.image_shape
-    flat = FlatModel(build_model(cfg.model, c, real.num_classes, h))
-    manifest = store.read_manifest() or store.new_manifest(flat.num_params)
-    start = manifest["num_experts"]
-    if start >= b.num_experts:
-        log.info("buffer %s already holds %d experts: nothing to train", store.dir, start)
-        return {"buffer/num_experts": start, "buffer/dir": str(store.dir)}
-    log.info("training experts %d..%d into %s", start, b.num_experts - 1, store.dir)
+    if b.repair:
+        m = store.repair()
+        log.info("buffer %s repaired: %d valid experts on disk", store.dir, m["num_experts"])
+    else:
+        store.read_manifest()  # refuses a folder of other settings or format before any work
+    todo = [k for k in mine if not store.has_expert(k, epochs)]
+    log.info("buffer %s: this job's experts %s, %d to train", store.dir, _short(mine), len(todo))
+    trainer = _ExpertTrainer(cfg, ctx, store, epochs) if todo else None
+    built, deferred = [], []
+    for k in todo:
+        with store.lock(f"expert_{k}", blocking=False) as held:
+            if not held:
+                deferred.append(k)  # another job is on it; come back at the end
+                continue
+            if not store.has_expert(k, epochs):  # it may have finished between the scan and the lock
+                trainer.train(k)
+                built.append(k)
+    for k in deferred:
+        with store.lock(f"expert_{k}"):  # wait for that job; if it died, its partial file is resumed here
+            if store.has_expert(k, epochs):
+                log.info("expert %d: built by another job", k)
+            else:
+                trainer.train(k)
+                built.append(k)
+    if trainer is not None:
+        trainer.close()
+    m = store.refresh_manifest()
+    accs = [e["test_acc"] for e in m["experts"].values()]
+    print(f"buffer {store.dir}: {m['num_experts']} of {b.num_experts} experts on disk, {len(built)} trained by this "
+          "job", flush=True)
+    return {"buffer/num_experts": m["num_experts"], "buffer/built": len(built),
+            "buffer/expert_acc_mean": sum(accs) / len(accs) if accs else float("nan"), "buffer/dir": str(store.dir)}
 
-    # Train data in model space: kept as floats when small, else preprocessed batch by batch.
-    small = real.train_x.numel() * 4 <= 4 * 2**30
-    train_x = pre(real.train_x).to(device) if small else real.train_x
-    train_y = real.train_y.to(device)
 
-    def fetch(idx):
-        if small:
-            return train_x[idx.to(device)], train_y[idx.to(device)]
-        return pre(train_x[idx].to(device)), train_y[idx.to(device)]
+class _ExpertTrainer:
+    """Trains expert k as a pure function of (buffer key, k): init and data order seeded by k alone."""
 
-    test_x, test_y = ctx.test_set
-    augment = ctx.augment if b.augment else (lambda x, gen: x)
-    epochs = int(b.train_epochs)
-    bar = tqdm(total=(b.num_experts - start) * epochs, desc="experts", mininterval=2.0)
-    for k in range(start, int(b.num_experts)):
+    def __init__(self, cfg, ctx, store, epochs: int):
+        self.cfg, self.ctx, self.store, self.epochs = cfg, ctx, store, epochs
+        b, real, pre, device = cfg.buffer, ctx.real, ctx.preprocess, ctx.device
+        self.shape = real.image_shape
+        self.flat = FlatModel(build_model(cfg.model, self.shape[0], real.num_classes, self.shape[1]))
+        # Train data in model space: kept as floats when small, else preprocessed batch by batch.
+        small = real.train_x.numel() * 4 <= 4 * 2**30
+        train_x = pre(real.train_x).to(device) if small else real.train_x
+        train_y = real.train_y.to(device)
+
+        def fetch(idx):
+            if small:
+                return train_x[idx.to(device)], train_y[idx.to(device)]
+            return pre(train_x[idx].to(device)), train_y[idx.to(device)]
+
+        self.fetch = fetch
+        self.augment = ctx.augment if b.augment else (lambda x, gen: x)
+        self.bar = tqdm(desc="expert epochs", mininterval=2.0)
+
+    def train(self, k: int) -> None:
+        cfg, store, b, device = self.cfg, self.store, self.cfg.buffer, self.ctx.device
+        c, h, _ = self.shape
         with seeded_init(b.seed, "expert", k):
-            model = build_model(cfg.model, c, real.num_classes, h).to(device)
+            model = build_model(cfg.model, c, self.ctx.real.num_classes, h).to(device)
         gen = generator(b.seed, "expert-data", k)
-        trajectory = [flat.flatten(model).cpu()]
+        for name in (store.expert_path(k).name, store.partial_path(k).name):  # we hold expert k's lock
+            store.clean_orphans(name)
+        trajectory = [self.flat.flatten(model).cpu()]
         first_epoch, opt_state = 0, None
         partial = _load_partial(store, k)
-        if partial is not None:  # continue the expert a killed run left half-done
-            flat.load_(partial["trajectory"][-1].to(device), model)
+        if partial is not None:  # continue the expert a killed job left half-done
+            self.flat.load_(partial["trajectory"][-1].to(device), model)
             trajectory = list(partial["trajectory"])
             first_epoch, opt_state = partial["epochs_done"], partial["optimizer"]
             gen.set_state(partial["gen_state"])
-            bar.update(first_epoch)
             log.info("expert %d: resuming after epoch %d", k, first_epoch)
 
-        def save_epoch(epoch, m, opt, k=k, trajectory=trajectory, gen=gen):
-            trajectory.append(flat.flatten(m).cpu())
+        def save_epoch(epoch, m, opt):
+            trajectory.append(self.flat.flatten(m).cpu())
+            if not torch.isfinite(trajectory[-1]).all():
+                check_finite(torch.stack(trajectory), k, float(b.lr_teacher))  # raises: never saved
             atomic.save_torch({"expert": k, "epochs_done": epoch + 1, "trajectory": torch.stack(trajectory),
-                               "optimizer": opt.state_dict(), "gen_state": gen.get_state()}, store.partial_path)
+                               "optimizer": opt.state_dict(), "gen_state": gen.get_state()}, store.partial_path(k))
 
         train_classifier(
-            model, fetch, real.train_y.numel(), epochs=epochs, lr=float(b.lr_teacher),
+            model, self.fetch, self.ctx.real.train_y.numel(), epochs=self.epochs, lr=float(b.lr_teacher),
             batch_size=int(b.batch_size), momentum=float(b.momentum), weight_decay=float(b.weight_decay),
-            augment=augment, gen=gen, amp=b.amp, on_epoch_end=save_epoch, start_epoch=first_epoch,
-            optimizer_state=opt_state, progress=bar,
+            augment=self.augment, gen=gen, amp=b.amp, on_epoch_end=save_epoch, start_epoch=first_epoch,
+            optimizer_state=opt_state, progress=self.bar,
+            channels_last=bool(b.channels_last), compile=bool(b.compile),
         )
-        acc = accuracy(model, test_x, test_y)
-        manifest = store.append_expert(manifest, torch.stack(trajectory), acc, int(b.experts_per_shard))
-        store.partial_path.unlink(missing_ok=True)
-        ctx.tracker.log({"buffer/expert_acc": acc, "buffer/expert": k})
-        log.info("expert %d: test accuracy %.2f%% after %d epochs", k, acc, epochs)
-    bar.close()
-    accs = manifest["expert_test_acc"]
-    return {"buffer/num_experts": manifest["num_experts"], "buffer/expert_acc_mean": sum(accs) / len(accs),
-            "buffer/dir": str(store.dir)}
+        stacked = torch.stack(trajectory)
+        check_finite(stacked, k, float(b.lr_teacher))
+        acc = accuracy(model, *self.ctx.test_set)
+        store.save_expert(k, stacked, acc, b.dtype)
+        store.partial_path(k).unlink(missing_ok=True)
+        store.refresh_manifest()
+        self.ctx.tracker.log({"buffer/expert_acc": acc, "buffer/expert": k})
+        log.info("expert %d: test accuracy %.2f%% after %d epochs", k, acc, self.epochs)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def _short(ks: list[int]) -> str:
+    return str(ks) if len(ks) <= 8 else f"[{ks[0]}, {ks[1]}, ..., {ks[-1]}] ({len(ks)})"
 
 
 def _load_partial(store, k: int):
-    if not store.partial_path.exists():
+    path = store.partial_path(k)
+    if not path.exists():
         return None
     try:
-        p = torch.load(store.partial_path, map_location="cpu", weights_only=False)
+        p = torch.load(path, map_location="cpu", weights_only=False)
     except Exception:
-        log.warning("ignoring unreadable %s", store.partial_path)
+        log.warning("ignoring unreadable %s", path)
         return None
     return p if p.get("expert") == k else None

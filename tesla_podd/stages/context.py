@@ -9,25 +9,18 @@ from pathlib import Path
 
 import torch
 
+from .. import devices
 from ..data.augment import build_augment
 from ..data.preprocess import Preprocessor, build_preprocessor
 from ..data.real import RealData, load_real
-from ..errors import check_choice
 from ..tracking import Tracker
 
 log = logging.getLogger(__name__)
 
 
 def resolve_device(name: str) -> torch.device:
-    name = str(name)
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    check_choice("device", name.split(":")[0], ["auto", "cpu", "cuda"])
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        from ..errors import ConfigError
-
-        raise ConfigError(f"`device={name}` but no CUDA device is available; use `device=auto` or `device=cpu`.")
-    return torch.device(name)
+    """The device this job owns (tesla_podd/devices.py: CUDA_VISIBLE_DEVICES, one GPU per multirun job)."""
+    return devices.resolve_device(name)
 
 
 @dataclass
@@ -37,6 +30,8 @@ class RunContext:
     device: torch.device
     tracker: Tracker
     results: dict = field(default_factory=dict)
+    # evaluation/data.py: model-space test/val images per preprocessor, so quick evals reuse them
+    eval_sets: dict = field(default_factory=dict)
 
     @cached_property
     def real(self) -> RealData:

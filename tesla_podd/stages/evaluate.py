@@ -1,112 +1,144 @@
-"""Eval stage (ALGORITHMS.md section 8): train `eval.num_models` fresh networks on a synthetic set and
-report test accuracy mean +- std (population std, as the references' np.std). Writes eval.json."""
+"""Eval stage (ALGORITHMS.md section 8): train `eval.num_models` fresh networks of every architecture in
+`eval.models` on a synthetic set and write eval.json (format: evaluation/report.py).
+
+Work is split into units (architecture x network index, evaluation/units.py) whose results are stored under
+`<eval.output_dir or run dir>/eval_units/`: `eval.units=[start,stop)` runs a slice (parallel jobs), a unit
+already on disk for the same plan is not redone, and eval.json is written once every unit is present
+(`eval.merge=true`: merge only)."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
-import statistics
 from pathlib import Path
 
-from tqdm.auto import tqdm
-
 from .. import atomic
-from ..errors import ConfigError, DataError, check_choice
-from ..models import build_model, model_tag
+from ..errors import DataError
+from ..evaluation.data import measure_sets
+from ..evaluation.protocol import learned_or_fixed_lr, resolve_protocol
+from ..evaluation.report import build_report, network_rows, table_rows
+from ..evaluation.runner import architectures, check_architectures, run_units
+from ..evaluation.units import UNITS_DIR, missing_units, plan_units, require_all, select_units, write_unit
+from ..models import canonical_name
 from ..pictures import grid_columns, save_image_grid
-from ..seeding import generator, seeded_init
 from ..synset.file import SynsetFile
-from ..training import accuracy, train_classifier
 
 log = logging.getLogger(__name__)
 
+__all__ = ["run_eval", "evaluate_synset", "eval_lr"]
+
 
 def eval_lr(ecfg, syn: SynsetFile) -> float:
-    if str(ecfg.lr) == "learned":
-        if syn.lr is None:
-            log.info("synthetic set has no learned lr: training with eval.fallback_lr=%s", ecfg.fallback_lr)
-            return float(ecfg.fallback_lr)
-        return float(syn.lr)
-    try:
-        return float(ecfg.lr)
-    except ValueError:
-        raise ConfigError(f"`eval.lr` is {ecfg.lr!r}; use `learned` or a number such as 0.01.") from None
+    return learned_or_fixed_lr(ecfg, syn.lr)
 
 
-def eval_optimizer(ecfg) -> str:
-    name = str(ecfg.get("optimizer", "sgd"))  # configs written before the key existed meant SGD
-    check_choice("eval.optimizer", name, ["sgd", "adam"])
-    return name
+def _check_classes(syn: SynsetFile, real) -> None:
+    if len(syn.class_names) != real.num_classes:
+        raise DataError(f"synthetic set has {len(syn.class_names)} classes but dataset `{real.name}` has "
+                        f"{real.num_classes}: evaluate it with the dataset it was distilled from.")
+
+
+def _augment_name(cfg) -> str:
+    """e.g. `dsa:flip_rotate/one` (recorded in the protocol: which augmentation trained the networks)."""
+    a = cfg.augment
+    if "strategy" not in a:
+        return str(a.name)
+    return f"{a.name}:{a.strategy}" + (f"/{a.mode}" if "mode" in a else "")
 
 
 def evaluate_synset(syn: SynsetFile, cfg, ctx, num_models: int, epochs: int, stream: str = "eval",
                     progress: bool = True) -> list[float]:
-    """Test accuracies (%) of `num_models` networks trained on `syn` (seeded per model index)."""
-    ecfg, real = cfg.eval, ctx.real
-    if len(syn.class_names) != real.num_classes:
-        raise DataError(f"synthetic set has {len(syn.class_names)} classes but dataset `{real.name}` has "
-                        f"{real.num_classes}: evaluate it with the dataset it was distilled from.")
-    # The test set must live in the synthetic set's own model space (its ZCA / normalisation).
-    test_x = syn.preprocess(real.test_x)
-    x, y = syn.images.to(ctx.device), syn.labels.to(ctx.device)
-    lr = eval_lr(ecfg, syn)
-    augment = ctx.augment if ecfg.augment else (lambda images, gen: images)
-    c, h, _ = syn.images.shape[1:]
-    optimizer = eval_optimizer(ecfg)
-    accs = []
-    bar = tqdm(total=num_models * epochs, desc=f"{stream} {num_models}x{epochs}ep", disable=not progress,
-               leave=False, mininterval=2.0)
-    for i in range(num_models):
-        with seeded_init(cfg.seed, stream, "init", i):
-            model = build_model(cfg.model, c, real.num_classes, h).to(ctx.device)
-        train_classifier(
-            model, lambda idx: (x[idx], y[idx]), x.shape[0], epochs=epochs, lr=lr,
-            batch_size=int(ecfg.batch_size), momentum=float(ecfg.momentum),
-            weight_decay=float(ecfg.weight_decay), augment=augment, gen=generator(cfg.seed, stream, "data", i),
-            lr_decay_at_half=bool(ecfg.decay_at_half), progress=bar, optimizer=optimizer,
-        )
-        accs.append(accuracy(model, test_x, real.test_y))
-        log.info("%s model %d/%d: test accuracy %.2f%%", stream, i + 1, num_models, accs[-1])
-    bar.close()
-    return accs
+    """Final test accuracies (%) of `num_models` networks of the distillation's architecture trained on `syn`
+    for `epochs` units of the configured protocol (distillation's quick evaluations). The model-space test
+    set is cached in the run context, so repeated calls do not preprocess it again."""
+    _check_classes(syn, ctx.real)
+    proto = resolve_protocol(cfg.eval, syn.lr, int(syn.images.shape[0]), _augment_name(cfg), epochs=epochs,
+                             eval_at=[])
+    arch = canonical_name(cfg.model.name)  # the distillation's own architecture, whatever eval.models lists
+    units = plan_units([arch], num_models)
+    results = run_units(units, {arch: cfg.model}, syn, proto, _augment(cfg, ctx), measure_sets(syn, ctx, False),
+                        int(cfg.seed), stream, ctx.device, _batched(cfg, ctx), ctx.real.num_classes, progress)
+    return [results[u]["final"] for u in units]
+
+
+def _batched(cfg, ctx) -> bool:
+    """`eval.batched`: auto stacks networks on CUDA only (on CPU one network already keeps the cores busy)."""
+    value = cfg.eval.batched
+    return ctx.device.type == "cuda" if str(value) == "auto" else bool(value)
+
+
+def _augment(cfg, ctx):
+    return ctx.augment if cfg.eval.augment else (lambda images, gen: images)
+
+
+def _synset_sha1(syn: SynsetFile) -> str:
+    h = hashlib.sha1(syn.images.detach().cpu().contiguous().numpy().tobytes())
+    h.update(syn.labels.detach().cpu().contiguous().numpy().tobytes())
+    h.update(repr(syn.lr).encode())
+    return h.hexdigest()[:16]
 
 
 def run_eval(cfg, ctx) -> dict:
     ecfg = cfg.eval
     path = Path(ecfg.synset_path) if ecfg.synset_path else ctx.run_dir / "synset.pt"
+    out_dir = Path(ecfg.output_dir) if ecfg.output_dir else ctx.run_dir
     syn = SynsetFile.load(path)
-    accs = evaluate_synset(syn, cfg, ctx, int(ecfg.num_models), int(ecfg.epochs))
-    mean = statistics.fmean(accs)
-    std = statistics.pstdev(accs)
-    c, h, _ = syn.images.shape[1:]
-    report = {
-        "accs": accs,
-        "mean": mean,
-        "std": std,
-        "num_models": len(accs),
-        "model": model_tag(cfg.model, h),
-        "protocol": {
-            "optimizer": eval_optimizer(ecfg),
-            "epochs": int(ecfg.epochs), "lr": eval_lr(ecfg, syn), "batch_size": int(ecfg.batch_size),
-            "momentum": float(ecfg.momentum), "weight_decay": float(ecfg.weight_decay),
-            "augment": cfg.augment.name if ecfg.augment else "none", "decay_at_half": bool(ecfg.decay_at_half),
-            "labels": "soft" if syn.soft_labels else "hard", "preprocess": syn.preprocess.description,
-            "reported": "final-epoch test accuracy, population std over models",
-        },
-        "synset_path": str(path),
-        "num_images": int(syn.images.shape[0]),  # patches for a poster
-        "dataset": syn.dataset,
-        "meta": syn.meta,
-    }
+    _check_classes(syn, ctx.real)
+    specs = architectures(cfg)
+    check_architectures(specs, syn, ctx.real.num_classes)
+    proto = resolve_protocol(ecfg, syn.lr, int(syn.images.shape[0]), _augment_name(cfg))
+    val_size = 0 if ctx.real.val_x is None else int(ctx.real.val_x.shape[0])
+    units = plan_units(list(specs), int(ecfg.num_models))
+    # Everything a unit's result depends on: a stored unit made under another plan is never reused.
+    plan = {"seed": int(cfg.seed), "architectures": list(specs), "num_models": int(ecfg.num_models),
+            "protocol": proto.as_dict(), "synset_sha1": _synset_sha1(syn), "val_size": val_size,
+            "dataset": ctx.real.name}
+    folder = out_dir / UNITS_DIR
+    if not ecfg.merge:
+        todo = missing_units(folder, select_units(units, ecfg.units), plan)
+        if todo:
+            log.info("eval: %d unit(s) to run of %d (%s)", len(todo), len(units), ", ".join(u.file_name for u in todo))
+            results = run_units(todo, specs, syn, proto, _augment(cfg, ctx), measure_sets(syn, ctx), int(cfg.seed),
+                                "eval", ctx.device, _batched(cfg, ctx), ctx.real.num_classes)
+            for u in todo:
+                write_unit(folder, u, plan, results[u])
+        if missing_units(folder, units, plan):
+            done = len(units) - len(missing_units(folder, units, plan))
+            log.info("eval: %d of %d units done in %s; eval.json is written when all are", done, len(units), folder)
+            print(f"eval units: {done}/{len(units)} done in {folder}", flush=True)
+            return {"eval/units_done": done}
+    stored = require_all(folder, units, plan)
+    by_arch: dict[str, list[dict]] = {a: [] for a in specs}
+    for r in stored:
+        by_arch[r["arch"]].append(r)
+    header = {"synset_path": str(path), "num_images": int(syn.images.shape[0]),  # patches for a poster
+              "dataset": syn.dataset, "meta": syn.meta, "validation": {"size": val_size},
+              "labels": "soft" if syn.soft_labels else "hard", "preprocess": syn.preprocess.description}
     if "poster_hw" in syn.extra:  # PoDD: what the patches were cut from
-        report["poster"] = {k: syn.extra[k] for k in ("poster_hw", "class_grid", "patch_grid", "num_patches",
+        header["poster"] = {k: syn.extra[k] for k in ("poster_hw", "class_grid", "patch_grid", "num_patches",
                                                       "effective_ipc", "labels") if k in syn.extra}
-    atomic.write_json(report, ctx.run_dir / "eval.json")
-    png = save_image_grid(syn.images, syn.preprocess, ctx.run_dir / "eval_synset.png",
-                          per_row=grid_columns(syn.images.shape[0], len(syn.class_names)))
-    ctx.tracker.log({"eval/acc_mean": mean, "eval/acc_std": std})
-    ctx.tracker.log_image("eval/synset", png)
-    ctx.tracker.summary({"eval/acc_mean": mean, "eval/acc_std": std, "eval/num_models": len(accs)})
-    log.info("eval: %.2f +- %.2f %% over %d models (%s)", mean, std, len(accs), path)
-    print(f"eval accuracy: {mean:.2f} +- {std:.2f} % over {len(accs)} models", flush=True)
-    return {"eval/acc_mean": mean, "eval/acc_std": std}
+    report = build_report(by_arch, specs, proto.as_dict(), header)
+    atomic.write_json(report, out_dir / "eval.json")
+    _publish(report, syn, ctx, out_dir)
+    return {"eval/acc_mean": report["mean"], "eval/acc_std": report["std"]}
 
+
+def _publish(report: dict, syn: SynsetFile, ctx, out_dir: Path) -> None:
+    png = save_image_grid(syn.images, syn.preprocess, out_dir / "eval_synset.png",
+                          per_row=grid_columns(syn.images.shape[0], len(syn.class_names)))
+    metrics = {"eval/acc_mean": report["mean"], "eval/acc_std": report["std"],
+               "eval/best_test_mean": report["best_test"]["mean"]}
+    if report["best_val"] is not None:
+        metrics["eval/best_val_mean"] = report["best_val"]["mean"]
+    ctx.tracker.log(metrics)
+    ctx.tracker.log_image("eval/synset", png)
+    ctx.tracker.summary({**metrics, "eval/num_models": report["num_models"]})
+    rows = table_rows(report)
+    ctx.tracker.log_eval_table(rows, name="eval/architectures")  # issue 7: one row per architecture
+    ctx.tracker.log_eval_table(network_rows(report))  # issue 8: one row per network (the eval artifact)
+    for row in rows:
+        bv = "n/a" if row["best_val_mean"] is None else f"{row['best_val_mean']:.2f}"
+        log.info("eval %s: final %.2f +- %.2f, best_val %s, best_test %.2f (%d models)", row["arch"],
+                 row["final_mean"], row["final_std"], bv, row["best_test_mean"], row["num_models"])
+    print(f"eval accuracy: {report['mean']:.2f} +- {report['std']:.2f} % over {report['num_models']} models",
+          flush=True)

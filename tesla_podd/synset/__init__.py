@@ -11,7 +11,7 @@ from .poster import PosterSet
 def build_pixels(cfg, ctx):
     s = cfg.synset
     check_choice("synset.labels", s.labels, ["hard", "teacher", "teacher_last", "learned"])
-    return PixelSet.build(ctx.real, ctx.preprocess, s.ipc, s.init, generator(cfg.seed, "synset-init"), ctx.device,
+    return PixelSet.build(ctx.real, ctx.preprocess, cfg.ipc, s.init, generator(cfg.seed, "synset-init"), ctx.device,
                           learn_labels=s.labels == "learned")
 
 
@@ -24,7 +24,7 @@ def build_poster(cfg, ctx):
         return class_order(real.class_names, grid, method=str(s.class_order), encoder=str(s.poco.encoder),
                            cache_dir=cfg.paths.cache_dir, dataset_name=cfg.dataset.name)
 
-    return PosterSet.build(real, ctx.preprocess, s, s.ipc, order_fn, generator(cfg.seed, "synset-init"), ctx.device)
+    return PosterSet.build(real, ctx.preprocess, s, cfg.ipc, order_fn, generator(cfg.seed, "synset-init"), ctx.device)
 
 
 SYNSETS = {"pixels": build_pixels, "poster": build_poster}

@@ -215,6 +215,18 @@ def encoder_slug(encoder: str) -> str:
     return slug
 
 
+# Class-name strings as the PoDD reference feeds them to CLIP (AsafShul/PoDD src/data_utils.py label dicts,
+# src/PoCO.py replaces '_' by ' '): its CIFAR-10 dict says "boat" where the dataset says "ship". Its CIFAR-100,
+# CUB and Tiny-ImageNet keys are the dataset's names (Tiny: words.txt's first synonym) with underscores.
+REFERENCE_NAME_CHANGES = {"cifar10": {"ship": "boat"}}
+
+
+def poco_prompts(names: list[str], dataset_name: str = "dataset") -> list[str]:
+    """The strings PoCO embeds: the reference's name for each class, underscores as spaces."""
+    changes = REFERENCE_NAME_CHANGES.get(str(dataset_name), {})
+    return [changes.get(n, n).replace("_", " ") for n in names]
+
+
 def class_order(
     names: list[str],
     grid: tuple[int, int],
@@ -223,8 +235,9 @@ def class_order(
     cache_dir=None,
     dataset_name: str = "dataset",
 ) -> list[int]:
-    """Row-major class order for the poster grid: "natural" (0..n−1) or "poco" (cached as JSON in
-    cache_dir/class_order/<dataset>-<encoder-slug>.json; reused only for the same names and grid)."""
+    """Row-major class order for the poster grid: "natural" (0..n−1) or "poco" on the reference's class-name
+    strings (`poco_prompts`; cached as JSON in cache_dir/class_order/<dataset>-<encoder-slug>.json, reused only
+    for the same strings and grid)."""
     check_choice("synset.class_order", method, ["poco", "natural"])
     n = len(names)
     if grid[0] * grid[1] != n:
@@ -233,6 +246,7 @@ def class_order(
         )
     if method == "natural":
         return list(range(n))
+    names = poco_prompts(names, dataset_name)
     path = None
     if cache_dir is not None:
         path = Path(cache_dir) / "class_order" / f"{dataset_name}-{encoder_slug(encoder)}.json"

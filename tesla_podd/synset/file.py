@@ -6,6 +6,7 @@ included), "class_names", "dataset", "image_shape", "meta": {...}, "extra": {...
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,7 +34,19 @@ class SynsetFile:
     def soft_labels(self) -> bool:
         return self.labels.is_floating_point()
 
+    def check_finite(self, source: str) -> None:
+        """NaN never becomes a result: refuse a set whose images, labels or lr are NaN/Inf."""
+        bad = [name for name, t in (("images", self.images), ("labels", self.labels))
+               if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+        if self.lr is not None and not math.isfinite(float(self.lr)):
+            bad.append(f"lr ({self.lr})")
+        if bad:
+            raise DataError(f"Synthetic set {source} has non-finite {' and '.join(bad)} (a diverged distillation), "
+                            "so it cannot be evaluated or saved; distill again with a lower `algorithm.lr_img` / "
+                            "`algorithm.lr_lr` / `algorithm.lr_label`.")
+
     def save(self, path: str | Path) -> Path:
+        self.check_finite(f"`{path}`")
         return atomic.save_torch(
             {
                 "format": FORMAT,
@@ -65,7 +78,7 @@ class SynsetFile:
             raise DataError(f"Synthetic set `{path}` is unreadable ({type(exc).__name__}: {exc}).") from None
         if not isinstance(d, dict) or d.get("format") != FORMAT:
             raise DataError(f"`{path}` is not a tesla-podd synthetic-set file (no `format: {FORMAT}`).")
-        return cls(
+        out = cls(
             images=d["images"],
             labels=d["labels"],
             lr=d["lr"],
@@ -75,3 +88,5 @@ class SynsetFile:
             meta=d.get("meta", {}),
             extra=d.get("extra", {}),
         )
+        out.check_finite(f"`{path}`")
+        return out

@@ -1,6 +1,12 @@
 """Initial poster contents (model space) for PoDD.
 
   * noise       N(0, 1) on every pixel: the PoDD paper's initialisation (§4.1, Alg. 1 line 1).
+  * reference   what the reference code runs (AsafShul/PoDD src/base.py): n class areas of one image size,
+                drawn as RaT-BPTT's `init_gaussian` (class means N(0, I), samples mean + (min pairwise
+                distance / 4)·N(0, I)), each projected to unit L2 norm (≈ 1/√(C·h·w) ≈ 0.018 per pixel on
+                CIFAR), placed at rounded-linspace corners of the o_y × o_x grid and cross-faded linearly where
+                neighbours overlap. As there, the areas are placed in dataset order (they are random, so the
+                class of an area carries no meaning); a gap between areas (posters above ~1 IPC) stays 0.
   * unit_noise  N(0, σ²) with σ = 1/√(C·h·w), so an h × w patch has unit L2 norm on average: the scale
                 RaT-BPTT gives its pixel images ("N(0,1) projected to the unit ball").
   * gaussian    a per-class Gaussian: each class cell gets the per-pixel mean + std·ε of its class's real
@@ -12,13 +18,14 @@ straddles two cells starts as a mix of both classes instead of a hard seam.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from ..errors import ConfigError
 from .poster_layout import cell_index
 
-POSTER_INITS = ("noise", "unit_noise", "gaussian", "real")
+POSTER_INITS = ("noise", "reference", "unit_noise", "gaussian", "real")
 
 
 def cell_bounds(side: int, cells: int) -> list[tuple[int, int]]:
@@ -87,6 +94,8 @@ def init_poster(init: str, real, preprocess, poster_hw: tuple[int, int], class_g
     margin = max(1, min(h, w) // 4)  # blend over a quarter image on each side of a border
     if init == "noise":
         return torch.randn(c, hp, wp, generator=gen)
+    if init == "reference":
+        return reference_poster(c, (h, w), poster_hw, class_grid, gen)
     if init == "unit_noise":
         return torch.randn(c, hp, wp, generator=gen) / (c * h * w) ** 0.5
     if init == "gaussian":
@@ -103,3 +112,46 @@ def init_poster(init: str, real, preprocess, poster_hw: tuple[int, int], class_g
             picks.append(idx[torch.randint(len(idx), (1,), generator=gen)])
         return blend_cells(preprocess(real.train_x[torch.cat(picks)]), poster_hw, class_grid, order, margin)
     raise ConfigError(f"`synset.init={init}` is not a poster initialisation; use one of {', '.join(POSTER_INITS)}.")
+
+
+# ---- the reference code's initialisation (init=reference) ---------------------------------------------
+def unit_gaussian_areas(n: int, dim: int, gen: torch.Generator) -> torch.Tensor:
+    """[n, dim]: per-class Gaussian samples (class means N(0, I), spread = min distance between means / 4),
+    each scaled to unit L2 norm."""
+    means = torch.randn(n, dim, generator=gen, dtype=torch.float64)
+    spread = torch.cdist(means, means).masked_fill(torch.eye(n, dtype=torch.bool), float("inf")).min()
+    areas = means + spread / 4 * torch.randn(n, dim, generator=gen, dtype=torch.float64)
+    return (areas / areas.norm(dim=1, keepdim=True)).float()
+
+
+def fade_weights(side: int, area: int, cells: int) -> torch.Tensor:
+    """[cells, side]: weight of each area along one poster axis. Area k covers [a_k, a_k + area) with
+    a_k = round(linspace(0, side − area, cells)); where it overlaps its right neighbour by o pixels its
+    weight falls as 1 − linspace(0, 1, o) and the neighbour's rises as the complement."""
+    starts = np.linspace(0, side - area, cells).round().astype(int)
+    w = torch.zeros(cells, side)
+    for k, a in enumerate(starts):
+        w[k, a:a + area] = 1.0
+    for k in range(cells - 1):
+        lo, hi = int(starts[k + 1]), int(starts[k]) + area  # the overlap [lo, hi)
+        if hi > lo:
+            fade = 1.0 - torch.linspace(0, 1, hi - lo)
+            w[k, lo:hi], w[k + 1, lo:hi] = fade, 1.0 - fade
+    return w
+
+
+def reference_poster(channels: int, area_hw: tuple[int, int], poster_hw: tuple[int, int],
+                     class_grid: tuple[int, int], gen: torch.Generator) -> torch.Tensor:
+    """[C, Hp, Wp] poster of unit-norm class areas, cross-faded (see module doc, init=reference)."""
+    (h, w), (hp, wp), (o_y, o_x) = area_hw, poster_hw, class_grid
+    areas = unit_gaussian_areas(o_y * o_x, channels * h * w, gen).reshape(o_y, o_x, channels, h, w)
+    wy, wx = fade_weights(hp, h, o_y), fade_weights(wp, w, o_x)
+    ys = np.linspace(0, hp - h, o_y).round().astype(int)
+    xs = np.linspace(0, wp - w, o_x).round().astype(int)
+    poster = torch.zeros(channels, hp, wp)
+    for r in range(o_y):
+        for c in range(o_x):
+            y0, x0 = int(ys[r]), int(xs[c])
+            weight = wy[r, y0:y0 + h, None] * wx[c, None, x0:x0 + w]  # [h, w]
+            poster[:, y0:y0 + h, x0:x0 + w] += weight * areas[r, c]
+    return poster

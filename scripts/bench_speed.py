@@ -1,0 +1,327 @@
+#!/usr/bin/env python
+"""Speed of the three expensive parts: trajectory matching, evaluation, expert training.
+
+Each point runs in a fresh subprocess (as bench_memory.py), so thread pools, allocator caches and
+oneDNN kernels never leak between points. Points:
+- matching: seconds per distillation iteration (student unroll + meta-gradient) per grad mode,
+  syn_steps and IPC; ConvNetD3 width 128, 32x32, DSA, batch_syn = the whole set (issue 9's setting).
+  `baseline` rows rerun `tesla` as the code was before the speed work (OpenMP threads spinning,
+  nn.AvgPool2d), side by side in the same run, so a busy machine affects both alike;
+  `tesla_avgpool2d` rows change only the pooling back (the OpenMP setting kept).
+- evaluation: seconds to train K = 1, 5, 8 ConvNets on an IPC-1 set, stacked (one batched network)
+  and one after another (tesla_podd.evaluation.bench).
+- expert: seconds per CIFAR-10-sized epoch (50 000 images, batch 256) measured over a few SGD steps,
+  fp32 vs channels-last vs bf16 autocast, and `baseline` (fp32 as before: OpenMP threads spinning).
+Prints tables, writes JSON and a PNG.
+
+    python scripts/bench_speed.py --device cpu --threads 2 --json docs/bench/speed_cpu.json \
+        --png docs/bench/speed_cpu.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+def _median(xs: list[float]) -> float:
+    xs = sorted(xs)
+    return xs[len(xs) // 2]
+
+
+def _use_torch_avgpool(module) -> None:
+    """Swap our strided-add 2x2 pooling back to nn.AvgPool2d (the `baseline` rows)."""
+    from torch import nn
+
+    from tesla_podd.models.pooling import AvgPool2x2
+
+    for name, child in module.named_children():
+        if isinstance(child, AvgPool2x2):
+            setattr(module, name, nn.AvgPool2d(2, 2))
+        else:
+            _use_torch_avgpool(child)
+
+
+def measure_matching(args, mode: str, steps: int, ipc: int) -> dict:
+    import torch
+
+    from tesla_podd.algorithms.base import PositiveScalar
+    from tesla_podd.algorithms.matching import MATCHERS, StepPlan, Student
+    from tesla_podd.data.augment import DSA
+    from tesla_podd.models import ConvNet, FlatModel
+    from tesla_podd.synset.pixels import PixelSet
+
+    dev = torch.device(args.device)
+    g = torch.Generator().manual_seed(0)
+    torch.manual_seed(0)
+    net = ConvNet(3, 10, 32, width=128, depth=3)
+    baseline = mode in ("baseline", "tesla_avgpool2d")
+    if baseline:
+        _use_torch_avgpool(net)
+    flat = FlatModel(net.to(dev))
+    theta0 = flat.flatten().to(dev)
+    target = theta0 + 0.01 * torch.randn(theta0.shape, generator=g).to(dev)
+    n = 10 * ipc
+    synset = PixelSet(torch.randn(n, 3, 32, 32, generator=g).to(dev), (torch.arange(n) % 10).to(dev), 10)
+    aug, lr = DSA(), PositiveScalar(0.01, device=dev)
+    student = Student(flat, synset, aug)
+    matcher = MATCHERS["tesla" if baseline else mode]
+
+    def one_iter():
+        plans = [StepPlan(torch.randperm(n, generator=g).to(dev), aug.sample(n, (32, 32), g)) for _ in range(steps)]
+        synset.images.grad, lr.log.grad = None, None
+        matcher(student, plans, theta0, target, lr)
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+
+    for _ in range(args.warmup):
+        one_iter()
+    wall, cpu = [], []
+    for _ in range(args.iters):
+        t, c = time.perf_counter(), time.process_time()
+        one_iter()
+        wall.append(time.perf_counter() - t)
+        cpu.append(time.process_time() - c)
+    return {"sec_per_iter": round(_median(wall), 3), "cpu_sec_per_iter": round(_median(cpu), 3)}
+
+
+def measure_evaluation(args, k: int, batched: bool) -> dict:
+    from tesla_podd.evaluation.bench import evaluation_seconds
+
+    sec = evaluation_seconds(k, ipc=1, epochs=args.eval_epochs, batched=batched, device=args.device)
+    return {"seconds": round(sec, 2), "epochs": args.eval_epochs}
+
+
+def measure_expert(args, variant: str) -> dict:
+    import torch
+    import torch.nn.functional as F
+
+    from tesla_podd.classifier import autocast
+    from tesla_podd.data.augment import DSA
+    from tesla_podd.models import ConvNet
+
+    dev = torch.device(args.device)
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(0)
+    model = ConvNet(3, 10, 32).to(dev)
+    x, y = torch.randn(256, 3, 32, 32).to(dev), torch.randint(0, 10, (256,)).to(dev)
+    if variant == "channels_last":
+        model = model.to(memory_format=torch.channels_last)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    amp = "bf16" if variant == "bf16" else "none"
+    aug = DSA()
+
+    def step():
+        xb = aug(x, g)
+        if variant == "channels_last":
+            xb = xb.contiguous(memory_format=torch.channels_last)
+        with autocast(amp, dev):
+            loss = F.cross_entropy(model(xb).float(), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+
+    step()
+    times = []
+    for _ in range(args.expert_steps):
+        t = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t)
+    per_step = _median(times)
+    return {"sec_per_step": round(per_step, 3), "sec_per_epoch": round(per_step * 50000 / 256, 1)}
+
+
+def measure(args, kind: str, spec: list[str]) -> dict:
+    import tesla_podd  # noqa: F401, I001  (first: sets OMP_WAIT_POLICY before torch loads OpenMP)
+    import torch  # noqa: I001
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if kind == "matching":
+        mode, steps, ipc = spec[0], int(spec[1]), int(spec[2])
+        return {"kind": kind, "grad_mode": mode, "syn_steps": steps, "ipc": ipc,
+                **measure_matching(args, mode, steps, ipc)}
+    if kind == "evaluation":
+        k, batched = int(spec[0]), spec[1] == "batched"
+        return {"kind": kind, "num_models": k, "batched": batched, **measure_evaluation(args, k, batched)}
+    return {"kind": kind, "variant": spec[0], **measure_expert(args, spec[0])}
+
+
+def run_point(args, kind: str, spec: list[str]) -> dict:
+    env = dict(os.environ)
+    if spec and spec[0] == "baseline":
+        env["OMP_WAIT_POLICY"] = "ACTIVE"  # the OpenMP behaviour before tesla_podd set PASSIVE
+    cmd = [sys.executable, __file__, "--_point", kind, *spec, *sys.argv[1:]]
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if out.returncode != 0:
+        tail = (out.stderr.strip().splitlines() or ["?"])[-1][:200]
+        return {"kind": kind, "spec": spec, "error": tail}
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _find(rows, **kw):
+    return next((r for r in rows if all(r.get(k) == v for k, v in kw.items()) and "error" not in r), None)
+
+
+def summarize(rows: list[dict]) -> dict:
+    """The issue-9 goals as ratios measured in this run."""
+    out = {}
+    for steps, ipc in {(r["syn_steps"], r["ipc"]) for r in rows if r["kind"] == "matching" and "error" not in r}:
+        tag = f"ipc{ipc}_n{steps}"
+        base, tesla, unr, exact, pool = (_find(rows, kind="matching", grad_mode=m, syn_steps=steps, ipc=ipc)
+                                         for m in ("baseline", "tesla", "unrolled", "exact", "tesla_avgpool2d"))
+        for key in ("sec_per_iter", "cpu_sec_per_iter"):
+            if pool and tesla:
+                out[f"avgpool2d_over_strided_pool_{key}_{tag}"] = round(pool[key] / tesla[key], 2)
+            if base and tesla:
+                out[f"baseline_over_tesla_{key}_{tag}"] = round(base[key] / tesla[key], 2)
+            if unr and tesla:
+                out[f"tesla_over_unrolled_{key}_{tag}"] = round(tesla[key] / unr[key], 2)
+            if unr and exact:
+                out[f"exact_over_unrolled_{key}_{tag}"] = round(exact[key] / unr[key], 2)
+    one = _find(rows, kind="evaluation", num_models=1, batched=False)
+    for k in (5, 8):
+        for batched in (True, False):
+            r = _find(rows, kind="evaluation", num_models=k, batched=batched)
+            if one and r:
+                tag = "batched" if batched else "sequential"
+                out[f"eval_K{k}_{tag}_over_K1"] = round(r["seconds"] / one["seconds"], 2)
+    fp32 = _find(rows, kind="expert", variant="fp32")
+    base = _find(rows, kind="expert", variant="baseline")
+    if base and fp32:
+        out["expert_speedup_fp32_over_baseline"] = round(base["sec_per_step"] / fp32["sec_per_step"], 2)
+    for v in ("channels_last", "bf16"):
+        r = _find(rows, kind="expert", variant=v)
+        if fp32 and r:
+            out[f"expert_speedup_{v}_over_fp32"] = round(fp32["sec_per_step"] / r["sec_per_step"], 2)
+    return dict(sorted(out.items()))
+
+
+def tables(rows: list[dict]) -> str:
+    lines = ["Matching (median seconds per iteration)", "| IPC | syn_steps | grad_mode | s/iter | CPU s/iter |",
+             "|---|---|---|---|---|"]
+    for r in rows:
+        if r["kind"] == "matching" and "error" not in r:
+            lines.append(f"| {r['ipc']} | {r['syn_steps']} | {r['grad_mode']} | {r['sec_per_iter']:.2f} | "
+                         f"{r['cpu_sec_per_iter']:.2f} |")
+    lines += ["", "Evaluation (seconds to train K ConvNets on IPC 1)", "| K | batched | seconds |", "|---|---|---|"]
+    lines += [f"| {r['num_models']} | {r['batched']} | {r['seconds']:.1f} |" for r in rows
+              if r["kind"] == "evaluation" and "error" not in r]
+    lines += ["", "Expert training (batch 256, CIFAR-10 epoch = 196 steps)", "| variant | s/step | s/epoch |",
+              "|---|---|---|"]
+    lines += [f"| {r['variant']} | {r['sec_per_step']:.2f} | {r['sec_per_epoch']:.0f} |" for r in rows
+              if r["kind"] == "expert" and "error" not in r]
+    errors = [r for r in rows if "error" in r]
+    if errors:
+        lines += ["", "Failed points:"] + [f"- {r['kind']} {r.get('spec')}: {r['error']}" for r in errors]
+    return "\n".join(lines)
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib not installed: no PNG (pip install matplotlib)")
+        return
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
+    match = [r for r in rows if r["kind"] == "matching" and "error" not in r]
+    settings = sorted({(r["ipc"], r["syn_steps"]) for r in match})
+    order = ("baseline", "tesla_avgpool2d", "unrolled", "tesla", "exact")
+    modes = [m for m in order if any(r["grad_mode"] == m for r in match)]
+    width = 0.8 / max(1, len(modes))
+    for j, m in enumerate(modes):
+        vals = [(_find(match, grad_mode=m, ipc=i, syn_steps=s) or {}).get("sec_per_iter", 0) for i, s in settings]
+        axes[0].bar([i + j * width for i in range(len(settings))], vals, width, label=m)
+    axes[0].set_xticks([i + 0.4 - width / 2 for i in range(len(settings))], [f"IPC {i}, N={s}" for i, s in settings])
+    axes[0].set(ylabel="seconds / iteration", title="Matching")
+    ev = [r for r in rows if r["kind"] == "evaluation" and "error" not in r]
+    for batched, label in ((False, "one after another"), (True, "stacked")):
+        pts = sorted((r["num_models"], r["seconds"]) for r in ev if r["batched"] == batched or r["num_models"] == 1)
+        if pts:
+            axes[1].plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=label)
+    axes[1].set(xlabel="networks K", ylabel="seconds", title="Evaluation (IPC 1)")
+    ex = [r for r in rows if r["kind"] == "expert" and "error" not in r]
+    axes[2].bar([r["variant"] for r in ex], [r["sec_per_epoch"] for r in ex])
+    axes[2].set(ylabel="seconds / CIFAR-10 epoch", title="Expert training")
+    for ax in axes[:2]:
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend()
+    for ax in axes:
+        ax.grid(alpha=0.3, axis="y")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+
+
+def points(args) -> list[tuple[str, list[str]]]:
+    out = []
+    for setting in (s for s in args.matching.split(",") if s):
+        ipc, steps = setting.split("x")
+        for mode in args.modes.split(","):
+            out.append(("matching", [mode, steps, ipc]))
+    for k in (int(k) for k in args.eval_k.split(",") if k):
+        out.append(("evaluation", [str(k), "sequential"]))
+        if k > 1:
+            out.append(("evaluation", [str(k), "batched"]))
+    out += [("expert", [v]) for v in args.expert.split(",") if v]
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=2, help="torch CPU threads (0: torch's default)")
+    p.add_argument("--matching", default="1x50,10x10", help="IPCxSYN_STEPS settings, comma-separated")
+    p.add_argument("--modes", default="baseline,tesla_avgpool2d,unrolled,tesla,exact",
+                   help="grad modes; `baseline` = tesla as before the speed work; `tesla_avgpool2d` = only its pooling")
+    p.add_argument("--iters", type=int, default=2, help="timed matching iterations per point (median)")
+    p.add_argument("--warmup", type=int, default=0, help="untimed matching iterations first")
+    p.add_argument("--eval-k", default="1,5,8", help="numbers of evaluation networks ('' to skip)")
+    p.add_argument("--eval-epochs", type=int, default=30, help="epochs per evaluation network")
+    p.add_argument("--expert", default="baseline,fp32,channels_last,bf16",
+                   help="expert variants ('' to skip); `baseline` = fp32 with spinning OpenMP threads (before)")
+    p.add_argument("--expert-steps", type=int, default=3, help="timed SGD steps per expert variant")
+    p.add_argument("--json", type=Path, default=Path("outputs/bench/speed.json"))
+    p.add_argument("--png", type=Path, default=Path("outputs/bench/speed.png"))
+    p.add_argument("--_point", nargs="+", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args._point:
+        print(json.dumps(measure(args, args._point[0], args._point[1:])))
+        return
+    import torch
+
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        print("no CUDA device: measuring on cpu")
+        args.device = "cpu"
+    rows, start = [], time.perf_counter()
+    for kind, spec in points(args):
+        r = run_point(args, kind, spec)
+        rows.append(r)
+        print(f"{kind:10s} {' '.join(spec):22s} {json.dumps({k: v for k, v in r.items() if k not in ('kind',)})}",
+              flush=True)
+    print()
+    print(tables(rows))
+    summary = summarize(rows)
+    print("\nRatios:", json.dumps(summary, indent=1))
+    meta = {"argv": sys.argv, "threads": args.threads, "device": args.device, "torch": torch.__version__,
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(), "cpus": os.cpu_count(),
+            "load_avg_at_end": os.getloadavg(), "total_seconds": round(time.perf_counter() - start, 1),
+            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY")}
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps({"points": rows, "ratios": summary, "meta": meta}, indent=1) + "\n")
+    plot(rows, args.png)
+    print(f"\nwrote {args.json}" + (f" and {args.png}" if args.png.exists() else ""))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,96 @@
+"""Run evaluation units: build each architecture's networks (seeded per unit), train them stacked when the
+architecture allows it, and return one result per unit. Used by the eval stage and by distillation's quick
+evaluations (through `stages.evaluate.evaluate_synset`)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from ..errors import ConfigError
+from ..models import build_model, canonical_name, model_tag
+from ..seeding import generator, seeded_init
+from .protocol import Protocol
+from .selection import per_model
+from .trainer import SingleLearner, StackedLearner, can_stack, train_networks
+from .units import Unit
+
+log = logging.getLogger(__name__)
+
+
+def architectures(cfg) -> dict[str, object]:
+    """{name: what build_model takes}: `eval.models` (names) or, when null, the distillation's `model` node.
+    A listed name equal to the distillation's model uses its config node (its width/depth/norm overrides)."""
+    own = canonical_name(cfg.model.name)
+    names = [own] if cfg.eval.models is None else [canonical_name(n, "eval.models") for n in cfg.eval.models]
+    if not names or len(set(names)) != len(names):
+        raise ConfigError(f"`eval.models` is {list(cfg.eval.models or [])}: give a non-empty list of distinct "
+                          "architecture names (e.g. [convnet, resnet18_ap, vgg11, alexnet, vit]) or null.")
+    return {n: (cfg.model if n == own else n) for n in names}
+
+
+def check_architectures(specs: dict, syn, num_classes: int) -> None:
+    """Build one network of each architecture before any training, so a misfit (e.g. a resolution an
+    architecture cannot take) stops the stage at once instead of after hours of other units."""
+    c, h = syn.images.shape[1], syn.images.shape[2]
+    for spec in specs.values():
+        with seeded_init(0, "eval-check"):
+            build_model(spec, c, num_classes, h, key="eval.models")
+
+
+def stackable(model: nn.Module) -> bool:
+    """Stacked (vmap) training needs no running statistics and no dropout (whose draws would differ)."""
+    has_dropout = any(isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0 for m in model.modules())
+    return can_stack(model) and not has_dropout
+
+
+def _networks(arch_spec, units: Sequence[Unit], syn, num_classes: int, seed: int, stream: str,
+              device: torch.device) -> list[nn.Module]:
+    c, h = syn.images.shape[1], syn.images.shape[2]
+    nets = []
+    for u in units:
+        with seeded_init(seed, stream, "init", u.arch, u.index):
+            nets.append(build_model(arch_spec, c, num_classes, h, key="eval.models").to(device))
+    return nets
+
+
+def run_units(units: Sequence[Unit], arch_specs: dict, syn, proto: Protocol, augment, measure: dict,
+              seed: int, stream: str, device: torch.device, batched: bool, num_classes: int,
+              progress: bool = True) -> dict[Unit, dict]:
+    """Train and measure every unit; stacked per architecture when `batched` and the architecture allows."""
+    x, y = syn.images.detach().to(device), syn.labels.detach().to(device)
+    results: dict[Unit, dict] = {}
+    bar = tqdm(total=len(units) * proto.length, desc=f"{stream} {len(units)} nets", disable=not progress,
+               leave=False, mininterval=2.0)
+    for arch in dict.fromkeys(u.arch for u in units):
+        group = [u for u in units if u.arch == arch]
+        nets = _networks(arch_specs[arch], group, syn, num_classes, seed, stream, device)
+        tag = model_tag(arch_specs[arch], int(syn.images.shape[2]))
+        stacked = batched and len(nets) > 1 and stackable(nets[0])
+        batches = [group] if stacked else [[u] for u in group]
+        for part in batches:
+            start = time.perf_counter()
+            gens = [generator(seed, stream, "data", u.index) for u in part]
+            # Dropout draws from the global RNG: seed it per unit so a unit's result never depends on what ran
+            # before it in this process (parallel jobs merge to the serial result).
+            with seeded_init(seed, stream, "train", arch, part[0].index):
+                learner = StackedLearner([nets[group.index(u)] for u in part]) if stacked \
+                    else SingleLearner(nets[group.index(part[0])])
+                curves = train_networks(learner, x, y, proto, augment, gens, measure, device, progress=bar)
+            seconds = (time.perf_counter() - start) / len(part)
+            for u, curve in zip(part, curves):
+                results[u] = {"arch": arch, "index": u.index, "model": tag, "curve": curve, **per_model(curve),
+                              "trained": "stacked" if stacked else "alone", "seconds": seconds}
+                log.info("%s %s model %d: final %.2f%% (best_val %s, best_test %.2f%%)", stream, arch, u.index,
+                         results[u]["final"], _fmt(results[u]["best_val"]), results[u]["best_test"])
+    bar.close()
+    return results
+
+
+def _fmt(value) -> str:
+    return "n/a" if value is None else f"{value:.2f}%"

@@ -1,0 +1,96 @@
+"""eval.json format, parallel evaluation units merged = serial, cross-architecture tables, quick-eval caching."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tesla_podd.errors import DataError
+from tesla_podd.train import run
+
+
+@pytest.fixture
+def saved_set(smoke_cfg, tmp_path):
+    run(smoke_cfg("method=random", "stages=[distill]"), run_dir=tmp_path / "distill")
+    return tmp_path / "distill" / "synset.pt"
+
+
+def _eval(smoke_cfg, tmp_path, saved_set, name, *overrides):
+    cfg = smoke_cfg("method=random", "stages=[eval]", f"eval.synset_path={saved_set}", "eval.epochs=6",
+                    "eval.eval_at=[2,4]", *overrides)
+    run(cfg, run_dir=tmp_path / name)
+
+
+def test_eval_json_reports_final_best_val_best_test_and_curve(smoke_cfg, tmp_path, saved_set):
+    _eval(smoke_cfg, tmp_path, saved_set, "a")
+    r = json.loads((tmp_path / "a" / "eval.json").read_text())
+    assert r["accs"] == r["final"]["accs"] and r["mean"] == r["final"]["mean"] and r["num_models"] == 2
+    assert [p["length"] for p in r["curve"]] == [2, 4, 7] and r["protocol"]["length"] == 7
+    assert r["best_test"]["mean"] >= r["final"]["mean"] and r["best_test"]["mean"] >= r["best_val"]["mean"]
+    assert r["validation"] == {"size": 8} and r["curve"][0]["val"] is not None
+    assert set(r["models"][0]) >= {"index", "final", "best_val", "best_test", "curve"}
+    assert list(r["architectures"]) == ["convnet"] and "test-selected" in r["selection"]["best_test"]
+    assert sorted(p.name for p in (tmp_path / "a" / "eval_units").iterdir()) == ["convnet_0.json", "convnet_1.json"]
+
+
+def test_parallel_units_merge_to_the_serial_eval_json(smoke_cfg, tmp_path, saved_set):
+    common = ("eval.models=[convnet,convnet_ln]", "eval.batched=false")
+    _eval(smoke_cfg, tmp_path, saved_set, "serial", *common)
+    shared = tmp_path / "shared"
+    for i, units in enumerate(("[2,4]", "[0,2]")):  # two jobs, own run dirs, one output folder
+        _eval(smoke_cfg, tmp_path, saved_set, f"job{i}", *common, f"eval.units={units}", f"eval.output_dir={shared}")
+        assert (shared / "eval.json").exists() == (i == 1), "eval.json appears once every unit is on disk"
+    serial = json.loads((tmp_path / "serial" / "eval.json").read_text())
+    merged = json.loads((shared / "eval.json").read_text())
+    assert merged == serial
+    assert list(merged["architectures"]) == ["convnet", "convnet_ln"]
+    assert merged["architectures"]["convnet_ln"]["num_models"] == 2
+
+
+def test_merge_names_missing_units(smoke_cfg, tmp_path, saved_set):
+    shared = tmp_path / "shared"
+    _eval(smoke_cfg, tmp_path, saved_set, "job", "eval.units=[0,1]", f"eval.output_dir={shared}")
+    with pytest.raises(DataError, match=r"1 of 2 evaluation units are missing.*convnet_1\.json"):
+        _eval(smoke_cfg, tmp_path, saved_set, "merge", "eval.merge=true", f"eval.output_dir={shared}")
+
+
+def test_stacked_and_sequential_runs_agree(smoke_cfg, tmp_path, saved_set):
+    _eval(smoke_cfg, tmp_path, saved_set, "seq", "eval.batched=false")
+    _eval(smoke_cfg, tmp_path, saved_set, "stk", "eval.batched=true")
+    seq = json.loads((tmp_path / "seq" / "eval.json").read_text())
+    stk = json.loads((tmp_path / "stk" / "eval.json").read_text())
+    assert [m["trained"] for m in stk["models"]] == ["stacked", "stacked"]
+    assert [m["trained"] for m in seq["models"]] == ["alone", "alone"]
+    assert [p["length"] for p in stk["curve"]] == [p["length"] for p in seq["curve"]]
+    for a, b in zip(seq["models"], stk["models"]):
+        assert abs(a["final"] - b["final"]) <= 100.0 / 32 + 1e-9  # at most one of 32 test images flips
+
+
+def test_cross_arch_table_and_batchnorm_fallback(smoke_cfg, tmp_path, saved_set):
+    _eval(smoke_cfg, tmp_path, saved_set, "x", "eval.models=[convnet,convnet_bn]", "eval.batched=true",
+          "eval.num_models=2")
+    r = json.loads((tmp_path / "x" / "eval.json").read_text())
+    t = r["architectures"]
+    assert list(t) == ["convnet", "convnet_bn"] and "batchnorm" in t["convnet_bn"]["model"]
+    assert [m["trained"] for m in t["convnet_bn"]["models"]] == ["alone", "alone"]
+    assert t["convnet_bn"]["protocol"]["schedule"] == "mtt" and "ConvNetBN" in t["convnet_bn"]["reference"]
+    assert r["mean"] == t["convnet"]["final"]["mean"], "top-level keys: the first architecture"
+
+
+def test_quick_evaluations_reuse_the_preprocessed_test_set(smoke_cfg, tmp_path, saved_set, monkeypatch):
+    from tesla_podd.stages.context import RunContext
+    from tesla_podd.stages.evaluate import evaluate_synset
+    from tesla_podd.synset.file import SynsetFile
+    from tesla_podd.tracking import Tracker
+
+    cfg = smoke_cfg("method=random")
+    ctx = RunContext(cfg=cfg, run_dir=tmp_path, device=__import__("torch").device("cpu"), tracker=Tracker(None))
+    syn = SynsetFile.load(saved_set)
+    calls = []
+    original = type(syn.preprocess).__call__
+    monkeypatch.setattr(type(syn.preprocess), "__call__", lambda self, x: calls.append(x.shape[0]) or original(self, x))
+    first = evaluate_synset(syn, cfg, ctx, 2, 3, stream="quick-1", progress=False)
+    evaluate_synset(syn, cfg, ctx, 2, 3, stream="quick-2", progress=False)
+    assert calls == [32], "the test set is preprocessed once per run, not once per quick evaluation"
+    assert len(first) == 2 and all(0 <= a <= 100 for a in first)

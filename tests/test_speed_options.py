@@ -1,0 +1,71 @@
+"""Speed paths compute the same thing as the plain ones (issue 9): strided 2x2 pooling, channels-last and
+compiled expert training (the CPU form of the CUDA switch)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from torch import nn
+
+from tesla_podd.classifier import train_classifier
+from tesla_podd.models import ConvNet, FlatModel
+from tesla_podd.models.pooling import AvgPool2x2
+
+DT = torch.float64
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 8, 6), (2, 3, 7, 6)], ids=["even", "odd-falls-back"])
+def test_strided_pool_equals_avgpool_to_second_order(shape):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(shape, generator=g, dtype=DT, requires_grad=True)
+    v = torch.randn_like(nn.AvgPool2d(2, 2)(x)).requires_grad_(True)
+    w = torch.randn(shape, generator=g, dtype=DT)
+    outs = []
+    for pool in (nn.AvgPool2d(2, 2), AvgPool2x2()):
+        y = pool(x)
+        gx = torch.autograd.grad(y, x, v, create_graph=True)[0]  # first order
+        gv = torch.autograd.grad((gx * w).sum(), v)[0]  # through the backward (TESLA's pass 2 does this)
+        outs.append((y, gx, gv))
+    for a, b in zip(*outs):
+        assert (a - b).abs().max().item() < 1e-12
+
+
+def test_strided_pool_on_channels_last_input():
+    x = torch.randn(2, 4, 6, 8).contiguous(memory_format=torch.channels_last)
+    assert (AvgPool2x2()(x) - nn.functional.avg_pool2d(x, 2, 2)).abs().max().item() < 1e-6
+
+
+@pytest.mark.parametrize("given,expected", [(None, "PASSIVE"), ("ACTIVE", "ACTIVE")])
+def test_package_import_makes_openmp_threads_sleep_unless_told_otherwise(given, expected):
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    if given:
+        env["OMP_WAIT_POLICY"] = given
+    code = "import os, tesla_podd; print(os.environ['OMP_WAIT_POLICY'])"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == expected
+
+
+def _train(**speed):
+    torch.manual_seed(0)
+    model = ConvNet(3, 4, 8, width=8, depth=1)
+    x = torch.randn(24, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+    y = torch.arange(24) % 4
+    train_classifier(model, lambda i: (x[i], y[i]), 24, epochs=2, lr=0.1, batch_size=8, momentum=0.9,
+                     weight_decay=0.0, augment=lambda b, gen: b, gen=torch.Generator().manual_seed(2), **speed)
+    return FlatModel(model).flatten(model)
+
+
+def test_channels_last_expert_training_matches_fp32():
+    ref, fast = _train(), _train(channels_last=True)
+    assert ((fast - ref).norm() / ref.norm()).item() < 1e-5
+    assert not torch.equal(ref, FlatModel(ConvNet(3, 4, 8, width=8, depth=1)).flatten())  # it did train
+
+
+@pytest.mark.slow  # ~25 s: graph capture on a busy 2-core machine
+def test_compiled_expert_training_runs_on_cpu_and_matches():
+    ref, fast = _train(), _train(compile=True)
+    assert ((fast - ref).norm() / ref.norm()).item() < 1e-5

@@ -85,9 +85,10 @@ def resolve_protocol(ecfg, syn_lr: float | None, num_items: int, augment_name: s
     if any(not isinstance(p, int) or p < 1 for p in points):
         raise ConfigError(f"`eval.eval_at` is {points}: every entry must be a whole number of {unit}s >= 1 "
                           "(the final length is always evaluated).")
-    if any(p > length for p in points):  # e.g. the default list under a short preset: measure what exists
-        log.info("eval.eval_at %s: dropping lengths beyond the training length %d", points, length)
-        points = [p for p in points if p <= length]
+    if any(p >= base for p in points):  # e.g. the default list under a short preset: measure what exists
+        # >= base: the final measurement stands for the configured length (MTT's schedule trains base + 1)
+        log.info("eval.eval_at %s: dropping lengths from the configured length %d on", points, base)
+        points = [p for p in points if p < base]
     return Protocol(
         optimizer=optimizer, lr=learned_or_fixed_lr(ecfg, syn_lr), momentum=float(ecfg.momentum),
         weight_decay=float(ecfg.weight_decay), batch_size=min(batch, num_items),

@@ -23,6 +23,25 @@ import time
 from pathlib import Path
 
 
+def median(xs: list[float]) -> float:
+    """The upper median (no averaging: always one measured value)."""
+    xs = sorted(xs)
+    return xs[len(xs) // 2]
+
+
+def time_calls(fn, warmup: int, iters: int) -> tuple[float, float]:
+    """Median wall and CPU seconds of `iters` calls of fn after `warmup` untimed ones (bench_speed uses it too)."""
+    for _ in range(warmup):
+        fn()
+    wall, cpu = [], []
+    for _ in range(iters):
+        t, c = time.perf_counter(), time.process_time()
+        fn()
+        wall.append(time.perf_counter() - t)
+        cpu.append(time.process_time() - c)
+    return median(wall), median(cpu)
+
+
 def measure(args) -> dict:
     """One point, in this process: build the setting, warm up, time `--iters` iterations."""
     import tesla_podd  # noqa: F401, I001  (first: sets OMP_WAIT_POLICY before torch loads OpenMP)
@@ -70,16 +89,7 @@ def measure(args) -> dict:
     rss_start = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    for _ in range(args.warmup):
-        one_iter()
-    times, cpu_times = [], []
-    for _ in range(args.iters):
-        t, c = time.perf_counter(), time.process_time()
-        one_iter()
-        times.append(time.perf_counter() - t)
-        cpu_times.append(time.process_time() - c)
-    times.sort()
-    cpu_times.sort()
+    wall, cpu = time_calls(one_iter, args.warmup, args.iters)
     if dev.type == "cuda":
         peak = torch.cuda.max_memory_allocated() / 2**20
         loop = peak
@@ -87,8 +97,8 @@ def measure(args) -> dict:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB -> MiB on Linux
         loop = peak - rss_start
     return {"grad_mode": args.point_mode, "syn_steps": args.point_steps, "peak_mem_mb": round(peak, 1),
-            "loop_mem_mb": round(loop, 1), "sec_per_iter": round(times[len(times) // 2], 4),
-            "cpu_sec_per_iter": round(cpu_times[len(cpu_times) // 2], 4), "device": str(dev),
+            "loop_mem_mb": round(loop, 1), "sec_per_iter": round(wall, 4),
+            "cpu_sec_per_iter": round(cpu, 4), "device": str(dev),
             "num_images": args.num_images, "batch_syn": batch, "width": args.width, "depth": args.depth}
 
 

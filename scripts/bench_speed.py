@@ -28,10 +28,7 @@ import sys
 import time
 from pathlib import Path
 
-
-def _median(xs: list[float]) -> float:
-    xs = sorted(xs)
-    return xs[len(xs) // 2]
+from bench_memory import median, time_calls  # scripts/ is on sys.path when run as a script
 
 
 def _use_torch_avgpool(module) -> None:
@@ -79,15 +76,8 @@ def measure_matching(args, mode: str, steps: int, ipc: int) -> dict:
         if dev.type == "cuda":
             torch.cuda.synchronize()
 
-    for _ in range(args.warmup):
-        one_iter()
-    wall, cpu = [], []
-    for _ in range(args.iters):
-        t, c = time.perf_counter(), time.process_time()
-        one_iter()
-        wall.append(time.perf_counter() - t)
-        cpu.append(time.process_time() - c)
-    return {"sec_per_iter": round(_median(wall), 3), "cpu_sec_per_iter": round(_median(cpu), 3)}
+    wall, cpu = time_calls(one_iter, args.warmup, args.iters)
+    return {"sec_per_iter": round(wall, 3), "cpu_sec_per_iter": round(cpu, 3)}
 
 
 def measure_evaluation(args, k: int, batched: bool) -> dict:
@@ -134,7 +124,7 @@ def measure_expert(args, variant: str) -> dict:
         t = time.perf_counter()
         step()
         times.append(time.perf_counter() - t)
-    per_step = _median(times)
+    per_step = median(times)
     return {"sec_per_step": round(per_step, 3), "sec_per_epoch": round(per_step * 50000 / 256, 1)}
 
 

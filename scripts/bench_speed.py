@@ -12,6 +12,8 @@ oneDNN kernels never leak between points. Points:
   and one after another (tesla_podd.evaluation.bench).
 - expert: seconds per CIFAR-10-sized epoch (50 000 images, batch 256) measured over a few SGD steps,
   fp32 vs channels-last vs bf16 autocast, and `baseline` (fp32 as before: OpenMP threads spinning).
+- accuracy: seconds to measure 10 000 test images per architecture and chunk size (evaluation networks'
+  accuracy measurements; tesla_podd.evaluation.trainer.accuracies chunks by 32 on CPU).
 Prints tables, writes JSON and a PNG.
 
     python scripts/bench_speed.py --device cpu --threads 2 --json docs/bench/speed_cpu.json \
@@ -128,6 +130,27 @@ def measure_expert(args, variant: str) -> dict:
     return {"sec_per_step": round(per_step, 3), "sec_per_epoch": round(per_step * 50000 / 256, 1)}
 
 
+def measure_accuracy(args, arch: str, chunk: int) -> dict:
+    import torch
+
+    from tesla_podd.models import build_model
+
+    dev = torch.device(args.device)
+    torch.manual_seed(0)
+    net = build_model(arch, 3, 10, 32).to(dev).eval()
+    x = torch.randn(args.accuracy_images, 3, 32, 32).to(dev)
+
+    @torch.no_grad()
+    def run():
+        for i in range(0, x.shape[0], chunk):
+            net(x[i : i + chunk]).argmax(-1)
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+
+    sec, _ = time_calls(run, warmup=1, iters=2)
+    return {"sec_per_10k_images": round(sec * 10000 / x.shape[0], 1)}
+
+
 def measure(args, kind: str, spec: list[str]) -> dict:
     import tesla_podd  # noqa: F401, I001  (first: sets OMP_WAIT_POLICY before torch loads OpenMP)
     import torch  # noqa: I001
@@ -141,6 +164,8 @@ def measure(args, kind: str, spec: list[str]) -> dict:
     if kind == "evaluation":
         k, batched = int(spec[0]), spec[1] == "batched"
         return {"kind": kind, "num_models": k, "batched": batched, **measure_evaluation(args, k, batched)}
+    if kind == "accuracy":
+        return {"kind": kind, "model": spec[0], "chunk": int(spec[1]), **measure_accuracy(args, spec[0], int(spec[1]))}
     return {"kind": kind, "variant": spec[0], **measure_expert(args, spec[0])}
 
 
@@ -191,6 +216,11 @@ def summarize(rows: list[dict]) -> dict:
         r = _find(rows, kind="expert", variant=v)
         if fp32 and r:
             out[f"expert_speedup_{v}_over_fp32"] = round(fp32["sec_per_step"] / r["sec_per_step"], 2)
+    for arch in {r["model"] for r in rows if r["kind"] == "accuracy"}:
+        small, big = (_find(rows, kind="accuracy", model=arch, chunk=c) for c in (32, 256))
+        if small and big:
+            ratio = big["sec_per_10k_images"] / small["sec_per_10k_images"]
+            out[f"accuracy_{arch}_chunk256_over_chunk32"] = round(ratio, 2)
     return dict(sorted(out.items()))
 
 
@@ -208,6 +238,9 @@ def tables(rows: list[dict]) -> str:
               "|---|---|---|"]
     lines += [f"| {r['variant']} | {r['sec_per_step']:.2f} | {r['sec_per_epoch']:.0f} |" for r in rows
               if r["kind"] == "expert" and "error" not in r]
+    lines += ["", "Accuracy measurement (seconds per 10 000 images)", "| model | chunk | seconds |", "|---|---|---|"]
+    lines += [f"| {r['model']} | {r['chunk']} | {r['sec_per_10k_images']:.1f} |" for r in rows
+              if r["kind"] == "accuracy" and "error" not in r]
     errors = [r for r in rows if "error" in r]
     if errors:
         lines += ["", "Failed points:"] + [f"- {r['kind']} {r.get('spec')}: {r['error']}" for r in errors]
@@ -264,6 +297,8 @@ def points(args) -> list[tuple[str, list[str]]]:
         if k > 1:
             out.append(("evaluation", [str(k), "batched"]))
     out += [("expert", [v]) for v in args.expert.split(",") if v]
+    out += [("accuracy", [m, c]) for m in args.accuracy_models.split(",") if m
+            for c in args.accuracy_chunks.split(",") if c]
     return out
 
 
@@ -281,6 +316,9 @@ def main() -> None:
     p.add_argument("--expert", default="baseline,fp32,channels_last,bf16",
                    help="expert variants ('' to skip); `baseline` = fp32 with spinning OpenMP threads (before)")
     p.add_argument("--expert-steps", type=int, default=3, help="timed SGD steps per expert variant")
+    p.add_argument("--accuracy-models", default="convnet,resnet18", help="architectures ('' to skip)")
+    p.add_argument("--accuracy-chunks", default="32,256", help="images per forward when measuring accuracy")
+    p.add_argument("--accuracy-images", type=int, default=512, help="images timed per accuracy point")
     p.add_argument("--json", type=Path, default=Path("outputs/bench/speed.json"))
     p.add_argument("--png", type=Path, default=Path("outputs/bench/speed.png"))
     p.add_argument("--_point", nargs="+", help=argparse.SUPPRESS)

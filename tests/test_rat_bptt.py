@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 from types import SimpleNamespace
 
 import pytest
@@ -289,3 +290,42 @@ def test_window_is_redrawn_once_per_reference_epoch():
     gen = generator(0, "w")
     ts = [step.draw_t_end(gen, it) for it in range(60)]
     assert any(ts[i] != ts[i - i % 3] for i in range(60))
+
+
+def test_cosine_lr_schedule_scales_each_step_and_a_killed_run_resumes_exactly(smoke_cfg, tmp_path, monkeypatch):
+    """distill.lr_schedule=cosine: every optimiser's lr is the configured one x lr_factor(iteration), a function
+    of the iteration alone, so a run killed mid-way and resumed equals the uninterrupted one."""
+    from tesla_podd.stages import checkpoint
+    from tesla_podd.stages import distill as distill_stage
+
+    common = ("method=rat_bptt", "stages=[distill]", "distill.eval_every=0", "synset.labels=learned",
+              "distill.lr_schedule=cosine", "distill.checkpoint_every=2")  # 4 iterations
+    run(smoke_cfg(*common), run_dir=tmp_path / "whole")
+    cfg = smoke_cfg(*common)
+    last = torch.load(checkpoint.checkpoint_path(tmp_path / "whole"), weights_only=False)
+    assert distill_stage.lr_factor("cosine", 0, 4) == 1.0 and distill_stage.lr_factor("constant", 3, 4) == 1.0
+    used = [g["lr"] for o in last["optimizers"] for g in o["param_groups"]]  # the lrs of the last step (it 3)
+    assert used == pytest.approx([cfg.algorithm.lr_img * (0.5 + 0.5 * math.cos(math.pi * 3 / 4))] * len(used))
+
+    checked = distill_stage.check_values
+
+    def killed_at_iteration_2(*args, **kwargs):
+        if args[3] == 2:  # after checkpoints/last.pt of iteration 2 was written
+            raise KeyboardInterrupt
+        return checked(*args, **kwargs)
+
+    monkeypatch.setattr(distill_stage, "check_values", killed_at_iteration_2)
+    with pytest.raises(KeyboardInterrupt):
+        run(smoke_cfg(*common), run_dir=tmp_path / "killed")
+    monkeypatch.undo()
+    run(smoke_cfg(*common, "resume=true"), run_dir=tmp_path / "killed")
+    whole = SynsetFile.load(tmp_path / "whole" / "synset.pt")
+    resumed = SynsetFile.load(tmp_path / "killed" / "synset.pt")
+    assert torch.equal(whole.images, resumed.images) and torch.equal(whole.labels, resumed.labels)
+
+
+def test_evaluation_adam_runs_at_the_inner_lr_as_the_reference_test():
+    """RaT-BPTT/PoDD test(): the evaluation network's Adam uses the distillation's inner lr (args.inner_lr)."""
+    assert compose_cfg("method=rat_bptt", "algorithm.inner_lr=0.003").eval.lr == 0.003
+    assert compose_cfg("experiment=podd_cifar10_ipc0.9").eval.lr == 0.001
+    assert compose_cfg("method=podd", "algorithm=tesla").eval.lr == 0.001  # TESLA has no inner lr: Adam 1e-3

@@ -250,6 +250,7 @@ class DistillConfig:
     eval_every: int = interval()
     eval_models: int = positive()
     eval_epochs: int = positive()
+    lr_schedule: Literal["constant", "cosine"] = required()
 
 
 @dataclass(kw_only=True)

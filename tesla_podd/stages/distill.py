@@ -9,6 +9,7 @@ uninterrupted one."""
 from __future__ import annotations
 
 import logging
+import math
 
 from tqdm.auto import tqdm
 
@@ -37,6 +38,14 @@ def snapshot(synset, algo, ctx, cfg, it: int) -> SynsetFile:
                       meta=meta, extra=extra)
 
 
+def lr_factor(schedule: str, it: int, total: int) -> float:
+    """Multiplier of every distillation lr at iteration `it` (0-based) of `total`; a function of the iteration
+    alone, so a resumed run steps exactly as an uninterrupted one."""
+    if schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * it / max(1, total)))
+    return 1.0
+
+
 def run_distill(cfg, ctx) -> dict:
     dcfg = cfg.distill
     atomic.clean_orphans(ctx.run_dir / "checkpoints")  # the run dir itself is cleaned by train.run
@@ -53,6 +62,7 @@ def run_distill(cfg, ctx) -> dict:
         log.info("resumed from %s at iteration %d", src, start)
 
     total = int(algo.iterations)
+    base_lrs = [[g["lr"] for g in o.param_groups] for o in opts]  # this run's lrs (checkpoint.apply keeps them)
     bar = tqdm(range(start, total), desc=f"distill {cfg.algorithm.name}", initial=start, total=total,
                mininterval=2.0, disable=total == 0)
     for it in bar:
@@ -60,7 +70,10 @@ def run_distill(cfg, ctx) -> dict:
             o.zero_grad(set_to_none=True)
         metrics = algo.meta_step(it, generator(cfg.seed, "distill", it))
         check_gradients(metrics["loss"], roles, it, ckpt_path, ctx.run_dir)
-        for o in opts:
+        factor = lr_factor(dcfg.lr_schedule, it, total)
+        for o, lrs in zip(opts, base_lrs):
+            for g, lr in zip(o.param_groups, lrs):
+                g["lr"] = lr * factor
             o.step()
         synset.project_()
         check_values(roles, algo.eval_lr(), bound, it, ckpt_path, ctx.run_dir)  # before anything is saved

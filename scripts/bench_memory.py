@@ -173,7 +173,9 @@ def ratios(rows: list[dict]) -> dict:
     return out
 
 
-def plot(rows: list[dict], modes: list[str], path: Path) -> None:
+def pyplot():
+    """matplotlib.pyplot on the file-only Agg backend, or None (with a hint) when matplotlib is missing
+    (bench_speed uses it too)."""
     try:
         import matplotlib
 
@@ -181,6 +183,13 @@ def plot(rows: list[dict], modes: list[str], path: Path) -> None:
         import matplotlib.pyplot as plt
     except ImportError:
         print("matplotlib not installed: no PNG (pip install matplotlib)")
+        return None
+    return plt
+
+
+def plot(rows: list[dict], modes: list[str], path: Path) -> None:
+    plt = pyplot()
+    if plt is None:
         return
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for m in modes:

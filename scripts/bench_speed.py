@@ -30,7 +30,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench_memory import median, time_calls  # scripts/ is on sys.path when run as a script
+from bench_memory import median, pyplot, time_calls  # scripts/ is on sys.path when run as a script
 
 
 def _use_torch_avgpool(module) -> None:
@@ -248,13 +248,8 @@ def tables(rows: list[dict]) -> str:
 
 
 def plot(rows: list[dict], path: Path) -> None:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib not installed: no PNG (pip install matplotlib)")
+    plt = pyplot()
+    if plt is None:
         return
     fig, axes = plt.subplots(1, 3, figsize=(14, 4))
     match = [r for r in rows if r["kind"] == "matching" and "error" not in r]

@@ -324,6 +324,19 @@ def test_cosine_lr_schedule_scales_each_step_and_a_killed_run_resumes_exactly(sm
     assert torch.equal(whole.images, resumed.images) and torch.equal(whole.labels, resumed.labels)
 
 
+def test_snapshots_save_the_set_every_n_iterations_and_match_a_shorter_run(smoke_cfg, tmp_path):
+    """distill.snapshot_every=2 over 4 iterations: snapshots/synset_2.pt only (the final set is synset.pt), the
+    same set a 2-iteration run ends with (the per-iteration seeding does not depend on the total)."""
+    common = ("method=rat_bptt", "stages=[distill]", "distill.eval_every=0", "synset.labels=learned")
+    run(smoke_cfg(*common, "distill.snapshot_every=2"), run_dir=tmp_path / "four")
+    assert sorted(p.name for p in (tmp_path / "four" / "snapshots").iterdir()) == ["synset_2.pt"]
+    run(smoke_cfg(*common, "algorithm.iterations=2"), run_dir=tmp_path / "two")
+    snap = SynsetFile.load(tmp_path / "four" / "snapshots" / "synset_2.pt")
+    short = SynsetFile.load(tmp_path / "two" / "synset.pt")
+    assert snap.meta["iterations"] == 2 and snap.images.shape == short.images.shape
+    assert torch.equal(snap.images, short.images) and torch.equal(snap.labels, short.labels)
+
+
 def test_evaluation_adam_runs_at_the_inner_lr_as_the_reference_test():
     """RaT-BPTT/PoDD test(): the evaluation network's Adam uses the distillation's inner lr (args.inner_lr)."""
     assert compose_cfg("method=rat_bptt", "algorithm.inner_lr=0.003").eval.lr == 0.003

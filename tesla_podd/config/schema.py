@@ -248,6 +248,8 @@ class DistillConfig:
     checkpoint_every: int = interval()
     image_every: int = interval()
     eval_every: int = interval()
+    snapshot_every: int = interval()
+    average_decay: float = fraction()
     eval_models: int = positive()
     eval_epochs: int = positive()
     lr_schedule: Literal["constant", "cosine"] = required()

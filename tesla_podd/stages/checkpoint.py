@@ -32,10 +32,11 @@ def identity(cfg, synset) -> dict:
             "dataset": str(cfg.dataset.name), "seed": int(cfg.seed), "shapes": shapes}
 
 
-def save(path: Path, done: int, cfg, synset, algo, opts) -> Path:
+def save(path: Path, done: int, cfg, synset, algo, opts, average=None) -> Path:
     return atomic.save_torch({"format": FORMAT, "iteration": done, "identity": identity(cfg, synset),
                               "synset": synset.state_dict(), "algorithm": algo.state_dict(),
                               "optimizers": [o.state_dict() for o in opts],
+                              "average": None if average is None else average.state_dict(),
                               "config": OmegaConf.to_container(cfg, resolve=False)}, path)
 
 
@@ -72,8 +73,10 @@ def load(src: Path, cfg, synset, device) -> dict:
     return state
 
 
-def apply(state: dict, synset, algo, opts) -> int:
-    """Load the vetted state; keep this run's lrs/momentum in every optimiser. Returns the next iteration."""
+def apply(state: dict, synset, algo, opts, average=None) -> int:
+    """Load the vetted state; keep this run's lrs/momentum in every optimiser. Returns the next iteration.
+    `average` (distill.average_decay > 0) continues from the saved average, or starts at the resumed set when
+    the checkpoint was written without one."""
     if len(state["optimizers"]) != len(opts):
         raise ConfigError(f"The checkpoint has {len(state['optimizers'])} optimisers but this run has {len(opts)} "
                           "(was `algorithm.learn_lr` or `synset.labels` changed?); resume with the settings it was "
@@ -85,4 +88,10 @@ def apply(state: dict, synset, algo, opts) -> int:
         o.load_state_dict(s)
         for g, hyper in zip(o.param_groups, fresh, strict=True):
             g.update(hyper)
+    if average is not None:
+        if state.get("average") is not None:
+            average.load_state_dict(state["average"])
+        else:
+            log.warning("the checkpoint has no averaged set (distill.average_decay was 0); the average starts here")
+            average.__init__(synset, average.decay)
     return int(state["iteration"])

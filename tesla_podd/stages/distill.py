@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+from contextlib import nullcontext
 
 from tqdm.auto import tqdm
 
@@ -20,6 +21,7 @@ from ..seeding import generator
 from ..synset import build_synset
 from ..synset.file import SynsetFile
 from . import checkpoint
+from .averaging import SetAverage
 from .divergence import DistillDiverged, check_gradients, check_values, real_bound, tensor_roles
 from .evaluate import evaluate_synset
 
@@ -55,11 +57,15 @@ def run_distill(cfg, ctx) -> dict:
     roles = tensor_roles(synset, opts)
     bound = real_bound(ctx.real, ctx.preprocess)
     ckpt_path = checkpoint.checkpoint_path(ctx.run_dir)
+    average = SetAverage(synset, dcfg.average_decay) if dcfg.average_decay else None
     start = 0
     src = checkpoint.resume_source(cfg, ctx.run_dir)
     if src is not None:
-        start = checkpoint.apply(checkpoint.load(src, cfg, synset, ctx.device), synset, algo, opts)
+        start = checkpoint.apply(checkpoint.load(src, cfg, synset, ctx.device), synset, algo, opts, average)
         log.info("resumed from %s at iteration %d", src, start)
+
+    def kept():  # the set that is saved and evaluated: the average when there is one
+        return average.applied(synset) if average is not None else nullcontext(synset)
 
     total = int(algo.iterations)
     base_lrs = [[g["lr"] for g in o.param_groups] for o in opts]  # this run's lrs (checkpoint.apply keeps them)
@@ -77,25 +83,36 @@ def run_distill(cfg, ctx) -> dict:
             o.step()
         synset.project_()
         check_values(roles, algo.eval_lr(), bound, it, ckpt_path, ctx.run_dir)  # before anything is saved
+        if average is not None:
+            average.update(synset)
         done = it + 1
         if done % dcfg.log_every == 0 or done == total:
             ctx.tracker.log({f"distill/{k}": v for k, v in metrics.items()}, step=done)
             bar.set_postfix({k: f"{v:.4g}" for k, v in metrics.items() if k in ("loss", "syn_lr")}, refresh=False)
         if dcfg.checkpoint_every and (done % dcfg.checkpoint_every == 0 or done == total):
-            checkpoint.save(ckpt_path, done, cfg, synset, algo, opts)
+            checkpoint.save(ckpt_path, done, cfg, synset, algo, opts, average)
         if dcfg.image_every and done % dcfg.image_every == 0:
-            png = save_synset_picture(synset, ctx.preprocess, ctx.real.class_names, ctx.run_dir / "progress.png")
+            with kept():
+                png = save_synset_picture(synset, ctx.preprocess, ctx.real.class_names, ctx.run_dir / "progress.png")
             ctx.tracker.log_image("distill/images", png, caption=f"iteration {done}", step=done)
+        if dcfg.snapshot_every and done % dcfg.snapshot_every == 0 and done < total:
+            with kept():
+                snapshot(synset, algo, ctx, cfg, done).save(ctx.run_dir / "snapshots" / f"synset_{done}.pt")
         if dcfg.eval_every and done % dcfg.eval_every == 0 and done < total:
-            accs = evaluate_synset(snapshot(synset, algo, ctx, cfg, done), cfg, ctx, int(dcfg.eval_models),
+            with kept():
+                quick = snapshot(synset, algo, ctx, cfg, done)
+            accs = evaluate_synset(quick, cfg, ctx, int(dcfg.eval_models),
                                    int(dcfg.eval_epochs), stream=f"quick-eval-{done}", progress=False)
             ctx.tracker.log({"distill/quick_acc": sum(accs) / len(accs)}, step=done)
             log.info("iteration %d: quick eval %.2f%%", done, sum(accs) / len(accs))
     bar.close()
 
-    out = snapshot(synset, algo, ctx, cfg, total)
+    if average is not None:  # the raw last iterate too, for comparison
+        snapshot(synset, algo, ctx, cfg, total).save(ctx.run_dir / "synset_last.pt")
+    with kept():
+        out = snapshot(synset, algo, ctx, cfg, total)
+        png = save_synset_picture(synset, ctx.preprocess, ctx.real.class_names, ctx.run_dir / "synset.png")
     path = out.save(ctx.run_dir / "synset.pt")
-    png = save_synset_picture(synset, ctx.preprocess, ctx.real.class_names, ctx.run_dir / "synset.png")
     ctx.tracker.log_image("distill/synset", png, caption=cfg.run_name)
     log.info("saved %d synthetic images to %s (picture: %s)", out.images.shape[0], path, png.name)
     result = {"distill/num_images": int(out.images.shape[0])}

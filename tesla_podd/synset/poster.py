@@ -154,11 +154,11 @@ class PosterSet:
 
     def file_extra(self) -> dict:
         """Saved in synset.pt `extra`: enough to rebuild the poster, its patches and labels."""
-        extra = {"poster": self.poster.detach().cpu(), "corners": self.corners.cpu(),
+        extra = {"poster": self.poster.detach().cpu().clone(), "corners": self.corners.cpu(),
                  "poster_hw": list(self.poster_hw), "image_hw": list(self.image_hw),
                  "class_grid": list(self.class_grid), "patch_grid": list(self.patch_grid), "order": list(self.order),
                  "labels": self.labels_mode, "label_layout": self.label_layout, "num_patches": self.num_items,
                  "effective_ipc": self.effective_ipc}
         if self.Y is not None:
-            extra["label_grid"] = self.Y.detach().cpu()
+            extra["label_grid"] = self.Y.detach().cpu().clone()
         return extra

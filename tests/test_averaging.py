@@ -32,6 +32,8 @@ def test_average_is_the_recursive_ema_and_applied_restores_the_iterate():
     fresh = SetAverage(s, 0.5)
     fresh.load_state_dict(avg.state_dict())
     assert torch.equal(fresh.state["images"], expected)
+    fresh.reset(s)  # a resume from a checkpoint written without an average starts it at the resumed set
+    assert torch.all(fresh.state["images"] == -2.0)
 
 
 def test_averaged_run_saves_the_average_leaves_training_unchanged_and_resumes_exactly(smoke_cfg, tmp_path,

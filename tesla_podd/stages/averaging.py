@@ -15,6 +15,10 @@ import torch
 class SetAverage:
     def __init__(self, synset, decay: float):
         self.decay = float(decay)
+        self.reset(synset)
+
+    def reset(self, synset) -> None:
+        """Start the average at the set as it is now."""
         # clone: on CPU a set's state_dict() aliases its parameters
         self.state = {k: v.detach().clone() for k, v in synset.state_dict().items() if torch.is_floating_point(v)}
 

@@ -93,5 +93,5 @@ def apply(state: dict, synset, algo, opts, average=None) -> int:
             average.load_state_dict(state["average"])
         else:
             log.warning("the checkpoint has no averaged set (distill.average_decay was 0); the average starts here")
-            average.__init__(synset, average.decay)
+            average.reset(synset)
     return int(state["iteration"])

@@ -42,6 +42,26 @@ def smoke_cfg(tmp_path):
     return make
 
 
+def run_killed_then_resumed(make_cfg, overrides, run_dir: Path, monkeypatch, at: int = 2) -> None:
+    """Distill in-process with `overrides`, interrupted (KeyboardInterrupt) right after iteration `at` wrote its
+    checkpoint, then continued to the end with resume=true: what a user's killed and restarted run does."""
+    from tesla_podd.stages import distill as distill_stage
+    from tesla_podd.train import run
+
+    checked = distill_stage.check_values
+
+    def killed_after_iteration(*args, **kwargs):
+        if args[3] == at:  # check_values(roles, lr, bound, it, ...): after the checkpoint of iteration `at`
+            raise KeyboardInterrupt
+        return checked(*args, **kwargs)
+
+    monkeypatch.setattr(distill_stage, "check_values", killed_after_iteration)
+    with pytest.raises(KeyboardInterrupt):
+        run(make_cfg(*overrides), run_dir=run_dir)
+    monkeypatch.undo()
+    run(make_cfg(*overrides, "resume=true"), run_dir=run_dir)
+
+
 def run_cli(*args: str, cwd: Path = REPO, timeout: int = 300, env_extra: dict | None = None):
     """`python -m tesla_podd.train args...` as a user would run it; returns CompletedProcess."""
     env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import run_killed_then_resumed
 
-from tesla_podd.stages import distill as distill_stage
 from tesla_podd.stages.averaging import SetAverage
 from tesla_podd.synset.file import SynsetFile
 from tesla_podd.synset.pixels import PixelSet
@@ -51,18 +51,7 @@ def test_averaged_run_saves_the_average_leaves_training_unchanged_and_resumes_ex
     assert not torch.allclose(averaged.images, last.images)
     assert not (tmp_path / "plain" / "synset_last.pt").exists()
 
-    checked = distill_stage.check_values
-
-    def killed_at_iteration_2(*args, **kwargs):
-        if args[3] == 2:  # after checkpoints/last.pt of iteration 2 was written
-            raise KeyboardInterrupt
-        return checked(*args, **kwargs)
-
-    monkeypatch.setattr(distill_stage, "check_values", killed_at_iteration_2)
-    with pytest.raises(KeyboardInterrupt):
-        run(smoke_cfg(*common, "distill.average_decay=0.5"), run_dir=tmp_path / "killed")
-    monkeypatch.undo()
-    run(smoke_cfg(*common, "distill.average_decay=0.5", "resume=true"), run_dir=tmp_path / "killed")
+    run_killed_then_resumed(smoke_cfg, (*common, "distill.average_decay=0.5"), tmp_path / "killed", monkeypatch, at=2)
     resumed = SynsetFile.load(tmp_path / "killed" / "synset.pt")
     assert torch.equal(averaged.images, resumed.images) and torch.equal(averaged.labels, resumed.labels)
 

@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import CONF, compose_cfg
+from conftest import CONF, compose_cfg, run_killed_then_resumed
 
 from tesla_podd.algorithms import AlgorithmResources, build_algorithm, model_factory
 from tesla_podd.algorithms.base import learnable_tensors
@@ -307,18 +307,7 @@ def test_cosine_lr_schedule_scales_each_step_and_a_killed_run_resumes_exactly(sm
     used = [g["lr"] for o in last["optimizers"] for g in o["param_groups"]]  # the lrs of the last step (it 3)
     assert used == pytest.approx([cfg.algorithm.lr_img * (0.5 + 0.5 * math.cos(math.pi * 3 / 4))] * len(used))
 
-    checked = distill_stage.check_values
-
-    def killed_at_iteration_2(*args, **kwargs):
-        if args[3] == 2:  # after checkpoints/last.pt of iteration 2 was written
-            raise KeyboardInterrupt
-        return checked(*args, **kwargs)
-
-    monkeypatch.setattr(distill_stage, "check_values", killed_at_iteration_2)
-    with pytest.raises(KeyboardInterrupt):
-        run(smoke_cfg(*common), run_dir=tmp_path / "killed")
-    monkeypatch.undo()
-    run(smoke_cfg(*common, "resume=true"), run_dir=tmp_path / "killed")
+    run_killed_then_resumed(smoke_cfg, common, tmp_path / "killed", monkeypatch, at=2)
     whole = SynsetFile.load(tmp_path / "whole" / "synset.pt")
     resumed = SynsetFile.load(tmp_path / "killed" / "synset.pt")
     assert torch.equal(whole.images, resumed.images) and torch.equal(whole.labels, resumed.labels)

@@ -9,6 +9,8 @@
 
 Everything is stored in flat-vector form (d = C*H*W): y = (x_flat - mean) @ transform and
 x_flat = y @ inverse + mean, and applied in batches so 50k images never need an N x d x d product.
+Files keep only the transform (every synset.pt carries its ZCA, and d x d floats are 38 MB at 32 px, 600 MB at
+64 px); the inverse, needed for pictures only, is recomputed in float64 on first use.
 """
 
 from __future__ import annotations
@@ -29,19 +31,24 @@ def _kip_normalise(x: torch.Tensor) -> torch.Tensor:
 
 
 class ZCA:
-    def __init__(self, kind: str, mean: torch.Tensor, transform: torch.Tensor, inverse: torch.Tensor):
+    def __init__(self, kind: str, mean: torch.Tensor, transform: torch.Tensor, inverse: torch.Tensor | None = None):
         check_choice("dataset.zca", kind, KINDS)
         self.kind = kind
         self.mean = mean.detach().reshape(-1).cpu()  # [d]
         self.transform_matrix = transform.detach().cpu()  # [d, d]
-        self.inverse_matrix = inverse.detach().cpu()  # [d, d]
-        self._cache: dict = {}  # (device, dtype) -> (mean, transform, inverse) copies
+        self._inverse = None if inverse is None else inverse.detach().cpu()  # [d, d], or None until needed
+        self._cache: dict = {}  # (name, device, dtype) -> copy of mean / transform / inverse
 
-    def _on(self, like: torch.Tensor):
-        key = (like.device, like.dtype)
+    @property
+    def inverse_matrix(self) -> torch.Tensor:
+        if self._inverse is None:  # symmetric positive definite and well conditioned (eps/reg > 0)
+            self._inverse = torch.linalg.inv(self.transform_matrix.double()).to(self.transform_matrix.dtype)
+        return self._inverse
+
+    def _on(self, like: torch.Tensor, name: str) -> torch.Tensor:
+        key = (name, like.device, like.dtype)
         if key not in self._cache:
-            self._cache[key] = tuple(t.to(like.device, like.dtype)
-                                     for t in (self.mean, self.transform_matrix, self.inverse_matrix))
+            self._cache[key] = getattr(self, name).to(like.device, like.dtype)
         return self._cache[key]
 
     @classmethod
@@ -73,23 +80,22 @@ class ZCA:
 
     def transform(self, x: torch.Tensor) -> torch.Tensor:
         """[B, C, H, W] -> whitened, same shape, dtype and device (differentiable in x)."""
-        mean, t, _ = self._on(x)
+        mean, t = self._on(x, "mean"), self._on(x, "transform_matrix")
         if self.kind == "kip":
             return self._batched(x, lambda f: _kip_normalise(f) @ t)
         return self._batched(x, lambda f: (f - mean) @ t)
 
     def inverse(self, x: torch.Tensor) -> torch.Tensor:
         """Whitened -> image space ([0,1] pixels for kornia; per-image-normalised pixels for kip)."""
-        mean, _, inv = self._on(x)
+        mean, inv = self._on(x, "mean"), self._on(x, "inverse_matrix")
         return self._batched(x, lambda f: f @ inv + mean)
 
     def state_dict(self) -> dict:
-        return {"kind": self.kind, "mean": self.mean, "transform": self.transform_matrix,
-                "inverse": self.inverse_matrix}
+        return {"kind": self.kind, "mean": self.mean, "transform": self.transform_matrix}
 
     @classmethod
     def from_state_dict(cls, d: dict) -> ZCA:
-        return cls(d["kind"], d["mean"], d["transform"], d["inverse"])
+        return cls(d["kind"], d["mean"], d["transform"], d.get("inverse"))  # files before 2026-11-22 hold it
 
     def __repr__(self) -> str:
         return f"ZCA(kind={self.kind!r}, d={self.mean.numel()})"

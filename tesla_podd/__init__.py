@@ -9,3 +9,7 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 __version__ = "0.1.0"
+
+from .config.resolvers import register as _register_resolvers  # noqa: E402  (after the OpenMP setting)
+
+_register_resolvers()

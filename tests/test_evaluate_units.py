@@ -94,3 +94,27 @@ def test_quick_evaluations_reuse_the_preprocessed_test_set(smoke_cfg, tmp_path, 
     evaluate_synset(syn, cfg, ctx, 2, 3, stream="quick-2", progress=False)
     assert calls == [32], "the test set is preprocessed once per run, not once per quick evaluation"
     assert len(first) == 2 and all(0 <= a <= 100 for a in first)
+
+
+def test_eval_at_start_measures_the_initial_set_once_before_the_first_step(smoke_cfg, tmp_path, monkeypatch):
+    import torch
+
+    from tesla_podd.stages import distill as distill_stage
+
+    events, seen = [], []
+    evaluate, check = distill_stage.evaluate_synset, distill_stage.check_values
+
+    def record_eval(syn, cfg, ctx, *args, stream, **kwargs):
+        events.append(stream)
+        seen.append(syn.images.clone())
+        return evaluate(syn, cfg, ctx, *args, stream=stream, **kwargs)
+
+    monkeypatch.setattr(distill_stage, "evaluate_synset", record_eval)
+    monkeypatch.setattr(distill_stage, "check_values", lambda *a, **k: events.append(f"step-{a[3]}") or check(*a, **k))
+    overrides = ("method=rat_bptt", "stages=[distill]", "algorithm.iterations=3", "distill.eval_every=2",
+                 "distill.eval_models=1", "distill.eval_epochs=2", "distill.image_every=0")
+    run(smoke_cfg(*overrides, "distill.eval_at_start=true"), run_dir=tmp_path / "a")
+    assert events == ["quick-eval-0", "step-0", "step-1", "quick-eval-2", "step-2"]
+    run(smoke_cfg(*overrides, "algorithm.iterations=1", "algorithm.lr_img=1e-30"), run_dir=tmp_path / "b")
+    initial = torch.load(tmp_path / "b" / "synset.pt", weights_only=False)
+    assert torch.allclose(seen[0], initial["images"]), "iteration 0 is the set as initialised"

@@ -94,3 +94,16 @@ def test_cifar100_without_zca_uses_cifar10_statistics_where_citing_mtt_or_tesla(
         d = preset(name).dataset
         assert d.zca == "none"
         assert list(d.mean) == [0.4914, 0.4822, 0.4465] and list(d.std) == [0.2023, 0.1994, 0.2010]
+
+
+@pytest.mark.parametrize("ipc,labels", [(0.3, "poddl_learned"), (0.6, "poddl_learned"), (0.7, "poddl_fixed"),
+                                        (1.0, "poddl_fixed")])
+def test_podd_cifar10_sweep_learns_labels_below_0_7_ipc_as_the_paper(ipc, labels):
+    """PoDD §5: learned PoDDL labels everywhere except CIFAR-10 at 0.7-1.0 IPC (fixed)."""
+    from conftest import compose_cfg
+
+    from tesla_podd.config import validate_config
+
+    cfg = compose_cfg("experiment=podd_cifar10_sweep", f"ipc={ipc}")
+    assert cfg.synset.labels == labels and cfg.synset.label_layout == "pooled"
+    validate_config(cfg)

@@ -248,6 +248,7 @@ class DistillConfig:
     checkpoint_every: int = interval()
     image_every: int = interval()
     eval_every: int = interval()
+    eval_at_start: bool = required()
     snapshot_every: int = interval()
     average_decay: float = fraction()
     eval_models: int = positive()

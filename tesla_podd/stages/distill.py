@@ -67,6 +67,16 @@ def run_distill(cfg, ctx) -> dict:
     def kept():  # the set that is saved and evaluated: the average when there is one
         return average.applied(synset) if average is not None else nullcontext(synset)
 
+    def quick_eval(done: int) -> None:
+        with kept():
+            quick = snapshot(synset, algo, ctx, cfg, done)
+        accs = evaluate_synset(quick, cfg, ctx, int(dcfg.eval_models),
+                               int(dcfg.eval_epochs), stream=f"quick-eval-{done}", progress=False)
+        ctx.tracker.log({"distill/quick_acc": sum(accs) / len(accs)}, step=done)
+        log.info("iteration %d: quick eval %.2f%%", done, sum(accs) / len(accs))
+
+    if dcfg.eval_at_start and start == 0:  # the initial set, as the references evaluate at iteration 0
+        quick_eval(0)
     total = int(algo.iterations)
     base_lrs = [[g["lr"] for g in o.param_groups] for o in opts]  # this run's lrs (checkpoint.apply keeps them)
     bar = tqdm(range(start, total), desc=f"distill {cfg.algorithm.name}", initial=start, total=total,
@@ -99,12 +109,7 @@ def run_distill(cfg, ctx) -> dict:
             with kept():
                 snapshot(synset, algo, ctx, cfg, done).save(ctx.run_dir / "snapshots" / f"synset_{done}.pt")
         if dcfg.eval_every and done % dcfg.eval_every == 0 and done < total:
-            with kept():
-                quick = snapshot(synset, algo, ctx, cfg, done)
-            accs = evaluate_synset(quick, cfg, ctx, int(dcfg.eval_models),
-                                   int(dcfg.eval_epochs), stream=f"quick-eval-{done}", progress=False)
-            ctx.tracker.log({"distill/quick_acc": sum(accs) / len(accs)}, step=done)
-            log.info("iteration %d: quick eval %.2f%%", done, sum(accs) / len(accs))
+            quick_eval(done)
     bar.close()
 
     if average is not None:  # the raw last iterate too, for comparison

@@ -107,3 +107,9 @@ def test_podd_cifar10_sweep_learns_labels_below_0_7_ipc_as_the_paper(ipc, labels
     cfg = compose_cfg("experiment=podd_cifar10_sweep", f"ipc={ipc}")
     assert cfg.synset.labels == labels and cfg.synset.label_layout == "pooled"
     validate_config(cfg)
+
+
+def test_podd_cpu_preset_learns_its_labels_at_0_4_ipc():
+    """PoDD §5 learns labels below 0.7 IPC on CIFAR-10; fixed labels measured 21.55 against 30.78 learned."""
+    s = preset("podd_rat_bptt_cifar10_ipc0.4_cpu").synset
+    assert s.labels == "poddl_learned" and "label_layout" not in s  # the paper's pooled layout (poster.yaml)

@@ -10,6 +10,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 __version__ = "0.1.0"
 
-from .config.resolvers import register as _register_resolvers  # noqa: E402  (after the OpenMP setting)
+# After the OpenMP setting; not under tesla_podd.config, whose import loads the whole schema.
+from .resolvers import register as _register_resolvers  # noqa: E402
 
 _register_resolvers()

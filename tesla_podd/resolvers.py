@@ -1,4 +1,4 @@
-"""OmegaConf resolvers that presets may use (registered on `import tesla_podd`)."""
+"""OmegaConf resolvers that presets may use (registered on `import tesla_podd`; imports only omegaconf)."""
 
 from __future__ import annotations
 

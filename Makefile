@@ -13,8 +13,8 @@ help: ## list the targets
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
-	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q -e '.[dev,cluster]'
+	$(VENV)/bin/pip install -q --no-cache-dir --upgrade pip
+	$(VENV)/bin/pip install -q --no-cache-dir -e '.[dev,cluster]'
 	touch $@
 
 install: $(VENV)/.installed ## create .venv and install the package with dev tools and launchers (pip install -e .[dev,cluster])

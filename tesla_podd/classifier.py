@@ -7,12 +7,16 @@ by batch (ImageNet-1K never needs to sit in memory as floats) and synthetic data
 from __future__ import annotations
 
 import contextlib
+import logging
+import shutil
 from collections.abc import Callable
 
 import torch
 from torch import nn
 
 from .synset.base import soft_cross_entropy
+
+log = logging.getLogger(__name__)
 
 Fetch = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
@@ -25,17 +29,35 @@ def autocast(amp: str, device: torch.device):
     return contextlib.nullcontext()
 
 
+def cpu_compile_backend() -> str:
+    """`inductor` where it can build its C++ kernels (a C++ compiler on PATH), else `aot_eager`.
+
+    On a 2-core AVX2 CPU, inductor runs an expert step (ConvNet-W128, batch 256) ~1.9x faster than eager:
+    it fuses instance norm, ReLU and pooling around the oneDNN convolutions (README Benchmarks)."""
+    try:
+        from torch._inductor.cpp_builder import get_cpp_compiler
+
+        found = shutil.which(get_cpp_compiler())
+    except Exception:  # private API moved, or no compiler found
+        found = None
+    if found:
+        return "inductor"
+    log.warning("torch.compile on CPU: no C++ compiler found for inductor; using the aot_eager backend (no speed-up)")
+    return "aot_eager"
+
+
 def fast_forward(model: nn.Module, *, channels_last: bool = False, compile: bool = False) -> Callable:
     """The callable the training loop runs `model` through; parameters stay the module's own.
 
     channels_last converts the module in place (convs use NHWC kernels; same values up to rounding).
-    compile wraps it in torch.compile: inductor on CUDA; on CPU the graph-capturing `aot_eager` backend,
-    which needs no C++ toolchain and keeps the switch testable without a GPU (no CPU speed-up measured)."""
+    compile wraps it in torch.compile with inductor (CUDA, and CPU with a C++ compiler; `cpu_compile_backend`).
+    The first call compiles (about a minute on CPU, cached on disk for later runs); a last, smaller batch
+    compiles once more."""
     if channels_last:
         model.to(memory_format=torch.channels_last)
     if compile:
         device = next(model.parameters()).device
-        return torch.compile(model, backend="inductor" if device.type == "cuda" else "aot_eager")
+        return torch.compile(model, backend="inductor" if device.type == "cuda" else cpu_compile_backend())
     return model
 
 

@@ -46,7 +46,7 @@ def run_buffer(cfg, ctx) -> dict:
         store.read_manifest()  # refuses a folder of other settings or format before any work
     todo = [k for k in mine if not store.has_expert(k, epochs)]
     log.info("buffer %s: this job's experts %s, %d to train", store.dir, _short(mine), len(todo))
-    trainer = _ExpertTrainer(cfg, ctx, store, epochs) if todo else None
+    trainer = _ExpertTrainer(cfg, ctx, store, epochs, len(todo)) if todo else None
     built, deferred = [], []
     for k in todo:
         with store.lock(f"expert_{k}", blocking=False) as held:
@@ -76,7 +76,7 @@ def run_buffer(cfg, ctx) -> dict:
 class _ExpertTrainer:
     """Trains expert k as a pure function of (buffer key, k): init and data order seeded by k alone."""
 
-    def __init__(self, cfg, ctx, store, epochs: int):
+    def __init__(self, cfg, ctx, store, epochs: int, num_experts: int):
         self.cfg, self.ctx, self.store, self.epochs = cfg, ctx, store, epochs
         b, real, pre, device = cfg.buffer, ctx.real, ctx.preprocess, ctx.device
         self.shape = real.image_shape
@@ -93,7 +93,7 @@ class _ExpertTrainer:
 
         self.fetch = fetch
         self.augment = ctx.augment if b.augment else (lambda x, gen: x)
-        self.bar = tqdm(desc="expert epochs", mininterval=2.0)
+        self.bar = tqdm(total=num_experts * epochs, desc="expert epochs", mininterval=2.0)
 
     def train(self, k: int) -> None:
         cfg, store, b, device = self.cfg, self.store, self.cfg.buffer, self.ctx.device
@@ -111,6 +111,7 @@ class _ExpertTrainer:
             trajectory = list(partial["trajectory"])
             first_epoch, opt_state = partial["epochs_done"], partial["optimizer"]
             gen.set_state(partial["gen_state"])
+            self.bar.update(first_epoch)  # the bar counts this job's epochs, resumed ones included
             log.info("expert %d: resuming after epoch %d", k, first_epoch)
 
         def save_epoch(epoch, m, opt):

@@ -69,8 +69,9 @@ def measure_matching(args, mode: str, steps: int, ipc: int) -> dict:
     n = 10 * ipc
     synset = PixelSet(torch.randn(n, 3, 32, 32, generator=g).to(dev), (torch.arange(n) % 10).to(dev), 10)
     aug, lr = DSA(), PositiveScalar(0.01, device=dev)
-    student = Student(flat, synset, aug)
-    matcher = MATCHERS["tesla" if baseline else mode]
+    compiled = mode.endswith("_compiled")  # algorithm.compile=true
+    student = Student(flat, synset, aug, compiled=compiled)
+    matcher = MATCHERS["tesla" if baseline else mode.removesuffix("_compiled")]
 
     def one_iter():
         plans = [StepPlan(torch.randperm(n, generator=g).to(dev), aug.sample(n, (32, 32), g)) for _ in range(steps)]
@@ -79,8 +80,13 @@ def measure_matching(args, mode: str, steps: int, ipc: int) -> dict:
         if dev.type == "cuda":
             torch.cuda.synchronize()
 
+    extra = {}
+    if compiled:  # the first iteration compiles (cached on disk for later runs): reported, never timed as a step
+        t = time.perf_counter()
+        one_iter()
+        extra["first_iter_sec"] = round(time.perf_counter() - t, 1)
     wall, cpu = time_calls(one_iter, args.warmup, args.iters)
-    return {"sec_per_iter": round(wall, 3), "cpu_sec_per_iter": round(cpu, 3)}
+    return {"sec_per_iter": round(wall, 3), "cpu_sec_per_iter": round(cpu, 3), **extra}
 
 
 def measure_evaluation(args, k: int, batched: bool) -> dict:
@@ -194,8 +200,9 @@ def summarize(rows: list[dict]) -> dict:
     out = {}
     for steps, ipc in {(r["syn_steps"], r["ipc"]) for r in rows if r["kind"] == "matching" and "error" not in r}:
         tag = f"ipc{ipc}_n{steps}"
-        base, tesla, unr, exact, pool = (_find(rows, kind="matching", grad_mode=m, syn_steps=steps, ipc=ipc)
-                                         for m in ("baseline", "tesla", "unrolled", "exact", "tesla_avgpool2d"))
+        base, tesla, unr, exact, pool, tc, ec = (
+            _find(rows, kind="matching", grad_mode=m, syn_steps=steps, ipc=ipc)
+            for m in ("baseline", "tesla", "unrolled", "exact", "tesla_avgpool2d", "tesla_compiled", "exact_compiled"))
         for key in ("sec_per_iter", "cpu_sec_per_iter"):
             if pool and tesla:
                 out[f"avgpool2d_over_strided_pool_{key}_{tag}"] = round(pool[key] / tesla[key], 2)
@@ -205,6 +212,13 @@ def summarize(rows: list[dict]) -> dict:
                 out[f"tesla_over_unrolled_{key}_{tag}"] = round(tesla[key] / unr[key], 2)
             if unr and exact:
                 out[f"exact_over_unrolled_{key}_{tag}"] = round(exact[key] / unr[key], 2)
+            for name, fast, slow in (("tesla", tc, tesla), ("exact", ec, exact)):
+                if fast and slow:
+                    out[f"{name}_speedup_compiled_{key}_{tag}"] = round(slow[key] / fast[key], 2)
+                if fast and base:  # issue 9: >= 1.5x faster than tesla before the speed work
+                    out[f"baseline_over_{name}_compiled_{key}_{tag}"] = round(base[key] / fast[key], 2)
+                if fast and unr:
+                    out[f"{name}_compiled_over_unrolled_{key}_{tag}"] = round(fast[key] / unr[key], 2)
     one = _find(rows, kind="evaluation", num_models=1, batched=False)
     for k in (5, 8):
         for batched in (True, False):
@@ -254,37 +268,50 @@ def tables(rows: list[dict]) -> str:
 
 
 def plot(rows: list[dict], path: Path) -> None:
+    """One panel per kind of point that this run measured (matching, evaluation, experts)."""
     plt = pyplot()
     if plt is None:
         return
-    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
-    match = [r for r in rows if r["kind"] == "matching" and "error" not in r]
-    settings = sorted({(r["ipc"], r["syn_steps"]) for r in match})
-    order = ("baseline", "tesla_avgpool2d", "unrolled", "tesla", "exact")
-    modes = [m for m in order if any(r["grad_mode"] == m for r in match)]
-    width = 0.8 / max(1, len(modes))
-    for j, m in enumerate(modes):
-        vals = [(_find(match, grad_mode=m, ipc=i, syn_steps=s) or {}).get("sec_per_iter", 0) for i, s in settings]
-        axes[0].bar([i + j * width for i in range(len(settings))], vals, width, label=m)
-    axes[0].set_xticks([i + 0.4 - width / 2 for i in range(len(settings))], [f"IPC {i}, N={s}" for i, s in settings])
-    axes[0].set(ylabel="seconds / iteration", title="Matching")
-    ev = [r for r in rows if r["kind"] == "evaluation" and "error" not in r]
-    for batched, label in ((False, "one after another"), (True, "stacked")):
-        pts = sorted((r["num_models"], r["seconds"]) for r in ev if r["batched"] == batched or r["num_models"] == 1)
-        if pts:
-            axes[1].plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=label)
-    axes[1].set(xlabel="networks K", ylabel="seconds", title="Evaluation (IPC 1)")
-    ex = [r for r in rows if r["kind"] == "expert" and "error" not in r]
-    axes[2].bar([r["variant"] for r in ex], [r["sec_per_epoch"] for r in ex])
-    axes[2].set(ylabel="seconds / CIFAR-10 epoch", title="Expert training")
-    for ax in axes[:2]:
+    ok = [r for r in rows if "error" not in r]
+    match, ev, ex = ([r for r in ok if r["kind"] == k] for k in ("matching", "evaluation", "expert"))
+    panels = [(draw, data) for draw, data in ((_plot_matching, match), (_plot_evaluation, ev), (_plot_experts, ex))
+              if data]
+    if not panels:
+        return
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.7 * len(panels), 4), squeeze=False)
+    for ax, (draw, data) in zip(axes[0], panels):
+        draw(ax, data)
         if ax.get_legend_handles_labels()[0]:
             ax.legend()
-    for ax in axes:
         ax.grid(alpha=0.3, axis="y")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
+
+
+def _plot_matching(ax, match: list[dict]) -> None:
+    settings = sorted({(r["ipc"], r["syn_steps"]) for r in match})
+    order = ("baseline", "tesla_avgpool2d", "unrolled", "tesla", "exact", "tesla_compiled", "exact_compiled")
+    modes = [m for m in order if any(r["grad_mode"] == m for r in match)]
+    width = 0.8 / max(1, len(modes))
+    for j, m in enumerate(modes):
+        vals = [(_find(match, grad_mode=m, ipc=i, syn_steps=s) or {}).get("sec_per_iter", 0) for i, s in settings]
+        ax.bar([i + j * width for i in range(len(settings))], vals, width, label=m)
+    ax.set_xticks([i + 0.4 - width / 2 for i in range(len(settings))], [f"IPC {i}, N={s}" for i, s in settings])
+    ax.set(ylabel="seconds / iteration", title="Matching")
+
+
+def _plot_evaluation(ax, ev: list[dict]) -> None:
+    for batched, label in ((False, "one after another"), (True, "stacked")):
+        pts = sorted((r["num_models"], r["seconds"]) for r in ev if r["batched"] == batched or r["num_models"] == 1)
+        if pts:
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=label)
+    ax.set(xlabel="networks K", ylabel="seconds", title="Evaluation (IPC 1)")
+
+
+def _plot_experts(ax, ex: list[dict]) -> None:
+    ax.bar([r["variant"] for r in ex], [r["sec_per_epoch"] for r in ex])
+    ax.set(ylabel="seconds / CIFAR-10 epoch", title="Expert training")
 
 
 def points(args) -> list[tuple[str, list[str]]]:
@@ -308,8 +335,9 @@ def main() -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (0: torch's default)")
     p.add_argument("--matching", default="1x50,10x10", help="IPCxSYN_STEPS settings, comma-separated")
-    p.add_argument("--modes", default="baseline,tesla_avgpool2d,unrolled,tesla,exact",
-                   help="grad modes; `baseline` = tesla as before the speed work; `tesla_avgpool2d` = only its pooling")
+    p.add_argument("--modes", default="baseline,tesla_avgpool2d,unrolled,tesla,exact,tesla_compiled,exact_compiled",
+                   help="grad modes; `baseline` = tesla as before the speed work; `tesla_avgpool2d` = only its "
+                        "pooling; `*_compiled` = algorithm.compile=true (first, compiling iteration reported apart)")
     p.add_argument("--iters", type=int, default=2, help="timed matching iterations per point (median)")
     p.add_argument("--warmup", type=int, default=0, help="untimed matching iterations first")
     p.add_argument("--eval-k", default="1,5,8", help="numbers of evaluation networks ('' to skip)")

@@ -7,16 +7,13 @@ by batch (ImageNet-1K never needs to sit in memory as floats) and synthetic data
 from __future__ import annotations
 
 import contextlib
-import logging
-import shutil
 from collections.abc import Callable
 
 import torch
 from torch import nn
 
+from .compiling import CompiledOrEager
 from .synset.base import soft_cross_entropy
-
-log = logging.getLogger(__name__)
 
 Fetch = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
@@ -29,35 +26,18 @@ def autocast(amp: str, device: torch.device):
     return contextlib.nullcontext()
 
 
-def cpu_compile_backend() -> str:
-    """`inductor` where it can build its C++ kernels (a C++ compiler on PATH), else `aot_eager`.
-
-    On a 2-core AVX2 CPU, inductor runs an expert step (ConvNet-W128, batch 256) ~1.9x faster than eager:
-    it fuses instance norm, ReLU and pooling around the oneDNN convolutions (README Benchmarks)."""
-    try:
-        from torch._inductor.cpp_builder import get_cpp_compiler
-
-        found = shutil.which(get_cpp_compiler())
-    except Exception:  # private API moved, or no compiler found
-        found = None
-    if found:
-        return "inductor"
-    log.warning("torch.compile on CPU: no C++ compiler found for inductor; using the aot_eager backend (no speed-up)")
-    return "aot_eager"
-
-
 def fast_forward(model: nn.Module, *, channels_last: bool = False, compile: bool = False) -> Callable:
     """The callable the training loop runs `model` through; parameters stay the module's own.
 
     channels_last converts the module in place (convs use NHWC kernels; same values up to rounding).
-    compile wraps it in torch.compile with inductor (CUDA, and CPU with a C++ compiler; `cpu_compile_backend`).
-    The first call compiles (about a minute on CPU, cached on disk for later runs); a last, smaller batch
-    compiles once more."""
+    compile wraps it in torch.compile with inductor (CUDA, and CPU with a C++ compiler: `compiling.py`).
+    The first call compiles (about a minute on CPU, cached on disk for later runs; eager with a warning if
+    compiling fails); a last, smaller batch compiles once more."""
     if channels_last:
         model.to(memory_format=torch.channels_last)
     if compile:
         device = next(model.parameters()).device
-        return torch.compile(model, backend="inductor" if device.type == "cuda" else cpu_compile_backend())
+        return CompiledOrEager(model, device, "the training network")
     return model
 
 
@@ -116,8 +96,8 @@ def train_classifier(
         if on_epoch_end is not None:
             on_epoch_end(epoch, model, opt)
         if progress is not None:
+            progress.set_postfix(loss=f"{loss.item():.3f}", refresh=False)  # before update, which renders it
             progress.update(1)
-            progress.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
     return opt
 
 

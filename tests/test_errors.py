@@ -43,6 +43,11 @@ def test_bad_choice_values_name_key_and_allowed(smoke_cfg, tmp_path):
         run(smoke_cfg("buffer.amp=fp8", "stages=[buffer]"), run_dir=tmp_path / "r2")
 
 
+def test_compiled_steps_refuse_the_unrolled_mode(smoke_cfg, tmp_path):
+    with pytest.raises(ConfigError, match=r"`algorithm.compile=true`.*grad_mode` tesla or exact, not unrolled"):
+        run(smoke_cfg("method=mtt", "algorithm.compile=true", "stages=[buffer,distill]"), run_dir=tmp_path / "r")
+
+
 @pytest.mark.slow
 def test_missing_data_root_says_what_was_expected(tmp_path):
     out = run_cli("dataset=cifar10", "dataset.download=false", f"dataset.root={tmp_path}/nowhere",

@@ -160,3 +160,17 @@ def test_gradient_modes_on_a_poster(mode, detach, learn_labels):
     assert grads[0].shape == (3, 10, 21)
     for a, b in zip(grads, ref):
         assert rel_err(a, b) < 1e-10
+
+
+@pytest.mark.parametrize("mode,learn_labels", [("tesla", True), ("exact", False)])
+def test_compiled_steps_give_the_same_gradient(mode, learn_labels):
+    """algorithm.compile: each step's gradient and VJP as compiled torch.func functions (inductor), float64."""
+    flat, synset, aug, plans, theta0, target = setup(False, learn_labels)
+    lr = PositiveScalar(0.05, dtype=DT)
+    loss = MATCHERS[mode](Student(flat, synset, aug, compiled=True), plans, theta0, target, lr)
+    ref_loss, ref = ours(mode, learn_labels=learn_labels)
+    images, labels = leaves(synset)
+    got = [images.grad, lr.log.grad / lr.value] + ([labels.grad] if learn_labels else [])
+    assert abs(loss - ref_loss) < 1e-12
+    for a, b in zip(got, ref):
+        assert rel_err(a, b) < 1e-10

@@ -74,11 +74,27 @@ def test_compiled_expert_training_runs_on_cpu_and_matches():
 def test_cpu_compile_uses_inductor_with_a_compiler_and_falls_back_without(monkeypatch, caplog):
     import shutil
 
-    from tesla_podd import classifier
+    from tesla_podd import compiling
 
     monkeypatch.setattr(shutil, "which", lambda name: f"/usr/bin/{name}")
-    assert classifier.cpu_compile_backend() == "inductor"
+    assert compiling.cpu_compile_backend() == "inductor"
     monkeypatch.setattr(shutil, "which", lambda name: None)
     with caplog.at_level("WARNING"):
-        assert classifier.cpu_compile_backend() == "aot_eager"
+        assert compiling.cpu_compile_backend() == "aot_eager"
     assert "no C++ compiler" in caplog.text
+
+
+def test_a_failed_compile_falls_back_to_eager_with_a_warning(monkeypatch, caplog):
+    from tesla_podd import compiling
+
+    def broken_compile(fn, backend):
+        def call(*args, **kwargs):
+            raise RuntimeError("fatal error: Python.h: No such file or directory")
+        return call
+
+    monkeypatch.setattr(compiling.torch, "compile", broken_compile)
+    step = compiling.CompiledOrEager(lambda x: x + 1, torch.device("cpu"), "the test step")
+    with caplog.at_level("WARNING"):
+        assert step(torch.tensor(1)).item() == 2
+    assert step.state == "eager" and "Python.h" in caplog.text
+    assert step(torch.tensor(2)).item() == 3  # stays eager, no second attempt

@@ -49,7 +49,11 @@ class TrajectoryMatching:
         self.batch_syn = synset.num_items if acfg.batch_syn is None else int(acfg.batch_syn)
         if self.batch_syn > synset.num_items:
             raise ConfigError(f"`algorithm.batch_syn={self.batch_syn}` exceeds the {synset.num_items} synthetic items.")
-        self.student = Student(self.flat, synset, res.augment)
+        if acfg.compile and self.mode == "unrolled":
+            raise ConfigError("`algorithm.compile=true` compiles one student step at a time, so it needs "
+                              "`algorithm.grad_mode` tesla or exact, not unrolled (which keeps the graph across "
+                              "all steps): set algorithm.grad_mode=exact for the same gradient as unrolled.")
+        self.student = Student(self.flat, synset, res.augment, compiled=bool(acfg.compile))
         self.lr = PositiveScalar(float(acfg.lr_teacher), device=res.device)
         self.teacher = None  # flat parameters of the last labelling expert (for the saved soft labels)
 

@@ -197,6 +197,7 @@ class TrajectoryConfig:
     momentum: float = fraction()
     learn_lr: bool = required()
     exact_keep_every: int = num(0, ge=0)
+    compile: bool = False
 
 
 @dataclass(kw_only=True)

@@ -335,9 +335,10 @@ def main() -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (0: torch's default)")
     p.add_argument("--matching", default="1x50,10x10", help="IPCxSYN_STEPS settings, comma-separated")
-    p.add_argument("--modes", default="baseline,tesla_avgpool2d,unrolled,tesla,exact,tesla_compiled,exact_compiled",
+    p.add_argument("--modes", default="baseline,tesla_avgpool2d,unrolled,tesla,exact",
                    help="grad modes; `baseline` = tesla as before the speed work; `tesla_avgpool2d` = only its "
-                        "pooling; `*_compiled` = algorithm.compile=true (first, compiling iteration reported apart)")
+                        "pooling; also `tesla_compiled,exact_compiled` = algorithm.compile=true (1-2 min of "
+                        "compiling each, reported apart; not in the default set, to keep `make bench` short)")
     p.add_argument("--iters", type=int, default=2, help="timed matching iterations per point (median)")
     p.add_argument("--warmup", type=int, default=0, help="untimed matching iterations first")
     p.add_argument("--eval-k", default="1,5,8", help="numbers of evaluation networks ('' to skip)")

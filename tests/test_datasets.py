@@ -301,6 +301,36 @@ def test_train_subset_is_class_balanced(tmp_path):
     assert data.test_x.shape[0] == 4  # the test split is untouched
 
 
+def test_zca_fit_all_whitens_with_every_train_image_before_the_subset(tmp_path):
+    """`dataset.zca_fit=all`: ZCA fit on the whole train pool, then the subset (a reference loader's order)."""
+    from conftest import compose_cfg
+
+    from tesla_podd.data.preprocess import build_preprocessor
+    from tesla_podd.data.zca import ZCA
+    from tesla_podd.expert_store import buffer_key
+
+    rng = np.random.default_rng(3)
+    base = tmp_path / "cifar-10-batches-py"
+    for i in range(5):
+        _pickle(base / f"data_batch_{i + 1}", _cifar_batch(rng, 12, b"labels", 10))
+    _pickle(base / "test_batch", _cifar_batch(rng, 4, b"labels", 10))
+    _pickle(base / "batches.meta", {b"label_names": [f"c{i}".encode() for i in range(10)], b"num_vis": 3072})
+    cache = tmp_path / "cache"
+    cfg = {k: _cfg("cifar10", tmp_path, 10, 16, train_subset=20, zca="kornia", zca_eps=0.1, zca_fit=k)
+           for k in ("subset", "all")}
+    used, pool = (load_real(cfg[k], cache) for k in ("subset", "all"))
+    assert used.zca_fit_x is None and pool.zca_fit_x.shape == (60, 3, 16, 16)
+    assert torch.equal(used.train_x, pool.train_x)  # the same subset either way
+    x = pool.test_x.float() / 255
+    whiten = {k: build_preprocessor(cfg[k], d, cache).zca.transform(x) for k, d in (("subset", used), ("all", pool))}
+    direct = ZCA.fit(pool.zca_fit_x.float() / 255, kind="kornia", eps=0.1).transform(x)
+    assert torch.allclose(whiten["all"], direct, atol=1e-5)
+    assert not torch.allclose(whiten["subset"], direct, atol=1e-2)
+    # The experts see other inputs, so the buffer is another one; the default keeps existing buffer names.
+    assert "zca_fit" not in buffer_key(compose_cfg("experiment=tesla_cifar10_ipc1_cpu"))
+    assert buffer_key(compose_cfg("experiment=tesla_cifar10_ipc1_cpu", "dataset.zca_fit=all"))["zca_fit"] == "all"
+
+
 # --------------------------------------------------------------------------- real data (shared)
 
 

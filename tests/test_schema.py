@@ -80,6 +80,7 @@ BAD = [  # (preset, key, wrong value, a fragment of "what is allowed")
     ("tesla", "model.name", "resnet", "'convnet'"), ("tesla", "dataset.zca", "pca", "'kornia'"),
     ("tesla", "dataset.num_classes", 1, ">= 2"), ("tesla", "dataset.image_size", 0, ">= 8"),
     ("tesla", "dataset.zca_eps", 0, "> 0"), ("tesla", "dataset.name", "mnist", "'cifar10'"),
+    ("tesla", "dataset.zca_fit", "pool", "'subset'"),
     ("tesla", "augment.name", "cutmix", "'dsa'"), ("tesla", "augment.flip", 2, "<= 1"),
     ("tesla", "augment.mode", "some", "'one'"), ("tesla", "synset.init", "zeros", "'real'"),
     ("tesla", "synset.labels", "soft", "'hard'"), ("tesla", "wandb.mode", "sometimes", "'offline'"),

@@ -75,11 +75,13 @@ def build_preprocessor(dataset_cfg, real: RealData, cache_dir: str | Path) -> Pr
     from .zca import ZCA
 
     eps = float(dataset_cfg.zca_eps)
+    fit_x = real.train_x if real.zca_fit_x is None else real.zca_fit_x  # dataset.zca_fit
     # The whitening depends on exactly which train images it was fit on.
     digest = hashlib.sha1()
-    digest.update(str(tuple(real.train_x.shape)).encode())
-    digest.update(real.train_y[:4096].numpy().tobytes())
-    digest.update(real.train_x[:256].contiguous().numpy().tobytes())
+    digest.update(str(tuple(fit_x.shape)).encode())
+    if real.zca_fit_x is None:
+        digest.update(real.train_y[:4096].numpy().tobytes())
+    digest.update(fit_x[:256].contiguous().numpy().tobytes())
     key = f"{real.name}-{kind}-eps{eps}-{digest.hexdigest()[:10]}"
     path = Path(cache_dir) / "zca" / f"{key}.pt"
     if path.exists():
@@ -87,7 +89,7 @@ def build_preprocessor(dataset_cfg, real: RealData, cache_dir: str | Path) -> Pr
             return Preprocessor(real.mean, real.std, ZCA.from_state_dict(torch.load(path, weights_only=False)))
         except Exception as exc:
             log.warning("ZCA cache %s unreadable (%s); fitting again", path, exc)
-    log.info("fitting %s ZCA (eps %.3g) on %d train images", kind, eps, real.train_x.shape[0])
-    zca = ZCA.fit(real.train_x.float().div_(255.0), kind=kind, eps=eps, reg=eps)
+    log.info("fitting %s ZCA (eps %.3g) on %d train images", kind, eps, fit_x.shape[0])
+    zca = ZCA.fit(fit_x.float().div_(255.0), kind=kind, eps=eps, reg=eps)
     atomic.save_torch(zca.state_dict(), path)
     return Preprocessor(real.mean, real.std, zca)

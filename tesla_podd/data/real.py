@@ -34,6 +34,8 @@ class RealData:
     # Held-out validation split (data/split.py); None when `dataset.val_size` is 0.
     val_x: torch.Tensor | None = None  # uint8 [V, C, H, W], never part of train_x
     val_y: torch.Tensor | None = None  # int64 [V]
+    # Images the ZCA is fit on when not train_x (`dataset.zca_fit=all` with a `train_subset`).
+    zca_fit_x: torch.Tensor | None = None
 
     @property
     def num_classes(self) -> int:
@@ -98,7 +100,10 @@ def load_real(dataset_cfg, cache_dir: str | Path) -> RealData:
     data = split_validation(data, dataset_cfg.val_size, seed=int(dataset_cfg.val_seed))
     subset = dataset_cfg.train_subset
     if subset:
+        pool = data.train_x
         data = class_balanced_subset(data, int(subset), seed=int(dataset_cfg.subset_seed))
+        if dataset_cfg.get("zca_fit", "subset") == "all":  # as a reference loader that whitens, then subsets
+            data.zca_fit_x = pool
     return data
 
 

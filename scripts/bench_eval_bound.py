@@ -1,0 +1,138 @@
+"""How fast can K evaluation networks train together on this CPU? A compute bound, measured.
+
+Issue 9 asks for K = 5 ConvNets trained in <= 2x the time of one. Stacking (vmap) removes per-network fixed
+costs, but not arithmetic: K networks do K times the convolutions. So if one network already runs its
+arithmetic at a fraction f of the best rate this CPU reaches at all (a large fp32 matrix product), K networks
+need at least K * f times the time of one, however they are batched. This script measures f:
+
+- one evaluation training step (DSA, forward, backward, SGD) of one ConvNet on an IPC-1 / IPC-10 set, its FLOPs
+  (torch.utils.flop_counter) and so its GFLOP/s; the same step for K stacked networks;
+- the peak: a 2048^3 matrix product (oneDNN/MKL at their best), and for reference the same ConvNet's forward +
+  backward at batch 256;
+- the bound K * f and the measured stacked and one-after-another ratios.
+
+    python scripts/bench_eval_bound.py --threads 1 --json docs/bench/eval_bound_cpu.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import tesla_podd  # noqa: E402,F401  (thread settings before torch works)
+
+
+def _time(fn, reps: int) -> float:
+    fn()  # warm-up
+    best = float("inf")
+    for _ in range(3):  # best of 3 rounds of `reps` calls: the least disturbed figure on a shared machine
+        start = time.perf_counter()
+        for _ in range(reps):
+            fn()
+        best = min(best, (time.perf_counter() - start) / reps)
+    return best
+
+
+def _flops(fn) -> float:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return float(counter.get_total_flops())
+
+
+def measure(ipc: int, k: int, reps: int) -> dict:
+    import torch
+
+    from tesla_podd.data.augment import DSA
+    from tesla_podd.evaluation.trainer import SingleLearner, StackedLearner
+    from tesla_podd.models import build_model
+    from tesla_podd.synset.base import soft_cross_entropy
+
+    torch.manual_seed(0)
+    n = 10 * ipc
+    x, y = torch.randn(n, 3, 32, 32), torch.arange(10).repeat_interleave(ipc)
+    aug, gen = DSA(), torch.Generator().manual_seed(0)
+
+    def stepper(learner):
+        opt = torch.optim.SGD(learner.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+
+        def step():
+            xs = [aug(x, gen) for _ in range(learner.num_models)]
+            logits = learner.logits(xs)
+            loss = sum(soft_cross_entropy(logits[i], y) for i in range(learner.num_models))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        return step
+
+    nets = [build_model("convnet", 3, 10, 32) for _ in range(k)]
+    one = stepper(SingleLearner(nets[0]))
+    stacked = stepper(StackedLearner(nets))
+    flops_one = _flops(one)
+    t_one, t_stacked = _time(one, reps), _time(stacked, max(1, reps // k))
+    return {"ipc": ipc, "batch": n, "k": k, "gflop_per_step_one": round(flops_one / 1e9, 3),
+            "sec_per_step_one": round(t_one, 5), "sec_per_step_stacked": round(t_stacked, 5),
+            "gflops_one": round(flops_one / t_one / 1e9, 1),
+            "stacked_over_one": round(t_stacked / t_one, 2)}
+
+
+def peaks(reps: int) -> dict:
+    import torch
+    import torch.nn.functional as F
+
+    from tesla_podd.models import build_model
+
+    net = build_model("convnet", 3, 10, 32)
+    xb, yb = torch.randn(256, 3, 32, 32), torch.randint(0, 10, (256,))
+
+    def big_step():
+        net.zero_grad(set_to_none=True)
+        F.cross_entropy(net(xb), yb).backward()
+
+    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+    f_big = _flops(big_step)
+    t_big, t_mm = _time(big_step, max(1, reps // 10)), _time(lambda: a @ b, max(1, reps // 10))
+    return {"gflops_convnet_batch256": round(f_big / t_big / 1e9, 1), "gflops_matmul_2048": round(2 * 2048**3 / t_mm / 1e9, 1)}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--ipcs", default="1,10")
+    p.add_argument("--k", type=int, default=5)
+    p.add_argument("--reps", type=int, default=20, help="timed steps per round (3 rounds, best kept)")
+    p.add_argument("--json", default="docs/bench/eval_bound_cpu.json")
+    args = p.parse_args()
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    peak = peaks(args.reps)
+    rows = [measure(int(i), args.k, args.reps) for i in args.ipcs.split(",")]
+    practical = peak["gflops_matmul_2048"]
+    for r in rows:
+        r["fraction_of_peak"] = round(r["gflops_one"] / practical, 2)
+        r["bound_k_over_one"] = round(args.k * r["gflops_one"] / practical, 2)  # K networks >= K * f
+    print(f"threads {args.threads}; peak: 2048^3 matmul {practical} GFLOP/s (ConvNet fwd+bwd at batch 256: "
+          f"{peak['gflops_convnet_batch256']} GFLOP/s)\n")
+    print(f"| IPC | batch | GFLOP/step | one: s/step | one: GFLOP/s | f = one / peak | K={args.k}: bound K*f "
+          f"| K={args.k} stacked / one (measured) |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['ipc']} | {r['batch']} | {r['gflop_per_step_one']} | {r['sec_per_step_one']} | {r['gflops_one']} "
+              f"| {r['fraction_of_peak']} | {r['bound_k_over_one']} | {r['stacked_over_one']} |")
+    out = {"rows": rows, "peak": peak, "meta": {"argv": sys.argv, "threads": args.threads, "torch": torch.__version__,
+                                                "cpu_capability": torch.backends.cpu.get_cpu_capability()}}
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps(out, indent=1))
+    print(f"\nwrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()

@@ -98,7 +98,8 @@ def peaks(reps: int) -> dict:
     a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
     f_big = _flops(big_step)
     t_big, t_mm = _time(big_step, max(1, reps // 10)), _time(lambda: a @ b, max(1, reps // 10))
-    return {"gflops_convnet_batch256": round(f_big / t_big / 1e9, 1), "gflops_matmul_2048": round(2 * 2048**3 / t_mm / 1e9, 1)}
+    return {"gflops_convnet_batch256": round(f_big / t_big / 1e9, 1),
+            "gflops_matmul_2048": round(2 * 2048**3 / t_mm / 1e9, 1)}
 
 
 def main() -> None:

@@ -47,7 +47,7 @@ class DatasetConfig:
     std: list[float] = listed()
     zca: Literal["none", "kornia", "kip"] = required()
     zca_eps: float = positive()
-    zca_fit: Literal["subset", "all"] = "subset"  # ZCA fit on the images used, or on every train image before train_subset
+    zca_fit: Literal["subset", "all"] = "subset"  # fit on the images used | every train image before train_subset
     train_subset: int | None = positive(None)
     subset_seed: int = num(0, ge=0)
     val_size: float = num(0, ge=0)  # a count, or a fraction in (0, 1); 0: no validation split

@@ -9,7 +9,9 @@ need at least K * f times the time of one, however they are batched. This script
   (torch.utils.flop_counter) and so its GFLOP/s; the same step for K stacked networks;
 - the peak: a 2048^3 matrix product (oneDNN/MKL at their best), and for reference the same ConvNet's forward +
   backward at batch 256;
-- the bound K * f and the measured stacked and one-after-another ratios.
+- the bound K * f and the measured stacked and one-after-another ratios;
+- whole evaluations (`--epochs` epochs of the MTT protocol, IPC 1): one network, K one after another, and K side
+  by side on `--threads` lanes of one intra-op thread each (`eval.lanes`, what a CPU run does by default).
 
     python scripts/bench_eval_bound.py --threads 1 --json docs/bench/eval_bound_cpu.json
 """
@@ -102,12 +104,24 @@ def peaks(reps: int) -> dict:
             "gflops_matmul_2048": round(2 * 2048**3 / t_mm / 1e9, 1)}
 
 
+def lanes_rows(k: int, threads: int, epochs: int) -> dict:
+    from tesla_podd.evaluation.bench import evaluation_seconds
+
+    one = evaluation_seconds(1, epochs=epochs, batched=False)
+    after = evaluation_seconds(k, epochs=epochs, batched=False)
+    side = evaluation_seconds(k, epochs=epochs, batched=False, lanes=threads)
+    return {"epochs": epochs, "k": k, "seconds_one": round(one, 2), "seconds_one_after_another": round(after, 2),
+            "seconds_side_by_side": round(side, 2), "side_by_side_over_one": round(side / one, 2),
+            "one_after_another_over_one": round(after / one, 2), "speedup_side_by_side": round(after / side, 2)}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--ipcs", default="1,10")
     p.add_argument("--k", type=int, default=5)
     p.add_argument("--reps", type=int, default=20, help="timed steps per round (3 rounds, best kept)")
+    p.add_argument("--epochs", type=int, default=100, help="epochs of the whole-evaluation timing (0: skip)")
     p.add_argument("--json", default="docs/bench/eval_bound_cpu.json")
     args = p.parse_args()
 
@@ -128,8 +142,15 @@ def main() -> None:
     for r in rows:
         print(f"| {r['ipc']} | {r['batch']} | {r['gflop_per_step_one']} | {r['sec_per_step_one']} | {r['gflops_one']} "
               f"| {r['fraction_of_peak']} | {r['bound_k_over_one']} | {r['stacked_over_one']} |")
-    out = {"rows": rows, "peak": peak, "meta": {"argv": sys.argv, "threads": args.threads, "torch": torch.__version__,
-                                                "cpu_capability": torch.backends.cpu.get_cpu_capability()}}
+    lanes = lanes_rows(args.k, args.threads, args.epochs) if args.epochs else None
+    if lanes:
+        print(f"\nIPC 1, {args.epochs} epochs: one network {lanes['seconds_one']} s; {args.k} one after another "
+              f"{lanes['seconds_one_after_another']} s ({lanes['one_after_another_over_one']}x); {args.k} side by "
+              f"side on {args.threads} lanes {lanes['seconds_side_by_side']} s ({lanes['side_by_side_over_one']}x one"
+              f", {lanes['speedup_side_by_side']}x faster than one after another)")
+    meta = {"argv": sys.argv, "threads": args.threads, "torch": torch.__version__,
+            "cpu_capability": torch.backends.cpu.get_cpu_capability()}
+    out = {"rows": rows, "peak": peak, "lanes": lanes, "meta": meta}
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(out, indent=1))
     print(f"\nwrote {args.json}")

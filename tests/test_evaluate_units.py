@@ -67,6 +67,21 @@ def test_stacked_and_sequential_runs_agree(smoke_cfg, tmp_path, saved_set):
         assert abs(a["final"] - b["final"]) <= 100.0 / 32 + 1e-9  # at most one of 32 test images flips
 
 
+def test_networks_side_by_side_give_the_results_of_one_after_another(smoke_cfg, tmp_path, saved_set):
+    """eval.lanes: networks trained on CPU threads side by side, one intra-op thread each, equal to training
+    them one after another at one thread, bit for bit (same kernels, own generators, no global RNG)."""
+    import torch
+
+    _eval(smoke_cfg, tmp_path, saved_set, "one", "eval.batched=false", "eval.lanes=1", "eval.num_models=3")
+    _eval(smoke_cfg, tmp_path, saved_set, "two", "eval.batched=false", "eval.lanes=2", "eval.num_models=3")
+    one, two = (json.loads((tmp_path / n / "eval.json").read_text()) for n in ("one", "two"))
+    assert [m["trained"] for m in one["models"]] == ["alone"] * 3
+    assert [m["trained"] for m in two["models"]] == ["side by side"] * 3
+    assert [m["curve"] for m in two["models"]] == [m["curve"] for m in one["models"]]
+    assert two["final"] == one["final"] and two["best_val"] == one["best_val"]
+    assert torch.get_num_threads() == 1, "the caller's thread count is restored"
+
+
 def test_cross_arch_table_and_batchnorm_fallback(smoke_cfg, tmp_path, saved_set):
     _eval(smoke_cfg, tmp_path, saved_set, "x", "eval.models=[convnet,convnet_bn]", "eval.batched=true",
           "eval.num_models=2")

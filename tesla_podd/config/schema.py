@@ -277,6 +277,7 @@ class EvalConfig:
     weight_decay: float = num(ge=0)
     augment: bool = required()
     batched: bool | Literal["auto"] = required()  # auto: stacked on CUDA only
+    lanes: int | Literal["auto"] = positive("auto")  # CPU networks side by side, one thread each; auto: the threads
     synset_path: str | None = None
     output_dir: str | None = None
     units: list[int] | None = None  # [start, stop) of the evaluation units this job runs; None: all

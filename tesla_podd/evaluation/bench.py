@@ -11,14 +11,16 @@ from ..data.augment import DSA
 from ..models import build_model
 from ..seeding import generator, seeded_init
 from .protocol import resolve_protocol
+from .runner import side_by_side_threads
 from .trainer import SingleLearner, StackedLearner, train_networks
 
 
 def evaluation_seconds(num_models: int, ipc: int = 1, *, epochs: int = 20, batched: bool = True,
                        num_classes: int = 10, image_size: int = 32, model: str = "convnet",
-                       device: str = "cpu", seed: int = 0) -> float:
+                       device: str = "cpu", seed: int = 0, lanes: int = 1) -> float:
     """Wall seconds to train `num_models` networks (MTT SGD protocol with DSA, batch 256, `epochs` epochs; no
-    accuracy measurement) on a random set of `ipc` images per class; stacked when `batched`, else one by one."""
+    accuracy measurement) on a random set of `ipc` images per class; stacked when `batched`, else one by one,
+    `lanes` at a time side by side (eval.lanes)."""
     dev = torch.device(device)
     x = torch.randn(ipc * num_classes, 3, image_size, image_size, generator=generator(seed, "bench-x")).to(dev)
     y = torch.arange(num_classes).repeat_interleave(ipc).to(dev)
@@ -36,8 +38,15 @@ def evaluation_seconds(num_models: int, ipc: int = 1, *, epochs: int = 20, batch
     if dev.type == "cuda":
         torch.cuda.synchronize()
     start = time.perf_counter()
-    for learner, g in groups:
-        train_networks(learner, x, y, proto, DSA(), g, {}, dev)
+
+    def train(group):
+        train_networks(group[0], x, y, proto, DSA(), group[1], {}, dev)
+
+    if lanes > 1 and len(groups) > 1:
+        side_by_side_threads(train, groups, lanes)
+    else:
+        for group in groups:
+            train(group)
     if dev.type == "cuda":
         torch.cuda.synchronize()
     return time.perf_counter() - start

@@ -7,6 +7,8 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 
 import torch
 from torch import nn
@@ -45,8 +47,7 @@ def check_architectures(specs: dict, syn, num_classes: int) -> None:
 
 def stackable(model: nn.Module) -> bool:
     """Stacked (vmap) training needs no running statistics and no dropout (whose draws would differ)."""
-    has_dropout = any(isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0 for m in model.modules())
-    return can_stack(model) and not has_dropout
+    return can_stack(model) and not _dropout(model)
 
 
 def _networks(arch_spec, units: Sequence[Unit], syn, num_classes: int, seed: int, stream: str,
@@ -61,8 +62,9 @@ def _networks(arch_spec, units: Sequence[Unit], syn, num_classes: int, seed: int
 
 def run_units(units: Sequence[Unit], arch_specs: dict, syn, proto: Protocol, augment, measure: dict,
               seed: int, stream: str, device: torch.device, batched: bool, num_classes: int,
-              progress: bool = True) -> dict[Unit, dict]:
-    """Train and measure every unit; stacked per architecture when `batched` and the architecture allows."""
+              progress: bool = True, lanes: int = 1) -> dict[Unit, dict]:
+    """Train and measure every unit; stacked per architecture when `batched` and the architecture allows,
+    else `lanes` networks side by side (CPU threads, one intra-op thread each) where none uses dropout."""
     x, y = syn.images.detach().to(device), syn.labels.detach().to(device)
     results: dict[Unit, dict] = {}
     bar = tqdm(total=len(units) * proto.length, desc=f"{stream} {len(units)} nets", disable=not progress,
@@ -73,23 +75,54 @@ def run_units(units: Sequence[Unit], arch_specs: dict, syn, proto: Protocol, aug
         tag = model_tag(arch_specs[arch], int(syn.images.shape[2]))
         stacked = batched and len(nets) > 1 and stackable(nets[0])
         batches = [group] if stacked else [[u] for u in group]
-        for part in batches:
-            start = time.perf_counter()
-            gens = [generator(seed, stream, "data", u.index) for u in part]
-            # Dropout draws from the global RNG: seed it per unit so a unit's result never depends on what ran
-            # before it in this process (parallel jobs merge to the serial result).
-            with seeded_init(seed, stream, "train", arch, part[0].index):
-                learner = StackedLearner([nets[group.index(u)] for u in part]) if stacked \
-                    else SingleLearner(nets[group.index(part[0])])
-                curves = train_networks(learner, x, y, proto, augment, gens, measure, device, progress=bar)
-            seconds = (time.perf_counter() - start) / len(part)
+        side_by_side = not stacked and lanes > 1 and len(group) > 1 and device.type == "cpu" and not _dropout(nets[0])
+        train = partial(_train_part, nets=dict(zip(group, nets)), stacked=stacked, arch=arch, x=x, y=y, proto=proto,
+                        augment=augment, measure=measure, seed=seed, stream=stream, device=device, bar=bar)
+        if side_by_side:  # no dropout: nothing draws from the global RNG, which the threads would share
+            done = side_by_side_threads(partial(train, seeded=False), batches, lanes)
+        else:
+            done = [train(part) for part in batches]
+        for part, curves, seconds in done:
             for u, curve in zip(part, curves):
                 results[u] = {"arch": arch, "index": u.index, "model": tag, "curve": curve, **per_model(curve),
-                              "trained": "stacked" if stacked else "alone", "seconds": seconds}
+                              "trained": "stacked" if stacked else "side by side" if side_by_side else "alone",
+                              "seconds": seconds}
                 log.info("%s %s model %d: final %.2f%% (best_val %s, best_test %.2f%%)", stream, arch, u.index,
                          results[u]["final"], _fmt(results[u]["best_val"]), results[u]["best_test"])
     bar.close()
     return results
+
+
+def _train_part(part, *, nets, stacked, arch, x, y, proto, augment, measure, seed, stream, device, bar,
+                seeded: bool = True):
+    """Train one learner (one network, or the part's networks stacked): (part, curves, seconds per network)."""
+    start = time.perf_counter()
+    gens = [generator(seed, stream, "data", u.index) for u in part]
+    learner = StackedLearner([nets[u] for u in part]) if stacked else SingleLearner(nets[part[0]])
+    if seeded:  # Dropout draws from the global RNG: seed it per unit so a unit's result never depends on what
+        # ran before it in this process (parallel jobs merge to the serial result).
+        with seeded_init(seed, stream, "train", arch, part[0].index):
+            curves = train_networks(learner, x, y, proto, augment, gens, measure, device, progress=bar)
+    else:
+        curves = train_networks(learner, x, y, proto, augment, gens, measure, device, progress=bar)
+    return part, curves, (time.perf_counter() - start) / len(part)
+
+
+def _dropout(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0 for m in model.modules())
+
+
+def side_by_side_threads(train, parts: list, lanes: int) -> list:
+    """`train(part)` for every part on `lanes` threads, each with one intra-op thread (a per-thread OpenMP
+    setting); the caller's thread count is restored afterwards. On CPU one small network keeps two cores
+    only ~65% busy (README Benchmarks), so networks side by side finish sooner; each one's arithmetic is the
+    same as alone at one thread, so its result is too."""
+    threads = torch.get_num_threads()
+    try:
+        with ThreadPoolExecutor(min(lanes, len(parts)), initializer=torch.set_num_threads, initargs=(1,)) as pool:
+            return list(pool.map(train, parts))
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _fmt(value) -> str:

@@ -12,6 +12,8 @@ import hashlib
 import logging
 from pathlib import Path
 
+import torch
+
 from .. import atomic
 from ..errors import DataError
 from ..evaluation.data import measure_sets
@@ -57,14 +59,24 @@ def evaluate_synset(syn: SynsetFile, cfg, ctx, num_models: int, epochs: int, str
     arch = canonical_name(cfg.model.name)  # the distillation's own architecture, whatever eval.models lists
     units = plan_units([arch], num_models)
     results = run_units(units, {arch: cfg.model}, syn, proto, _augment(cfg, ctx), measure_sets(syn, ctx, False),
-                        int(cfg.seed), stream, ctx.device, _batched(cfg, ctx), ctx.real.num_classes, progress)
+                        int(cfg.seed), stream, ctx.device, _batched(cfg, ctx), ctx.real.num_classes, progress,
+                        lanes=_lanes(cfg, ctx))
     return [results[u]["final"] for u in units]
 
 
 def _batched(cfg, ctx) -> bool:
-    """`eval.batched`: auto stacks networks on CUDA only (on CPU one network already keeps the cores busy)."""
+    """`eval.batched`: auto stacks networks on CUDA only (on CPU vmap's grouped convolutions run slower than
+    the networks one at a time; `eval.lanes` uses the cores instead)."""
     value = cfg.eval.batched
     return ctx.device.type == "cuda" if str(value) == "auto" else bool(value)
+
+
+def _lanes(cfg, ctx) -> int:
+    """`eval.lanes`: auto = torch's intra-op thread count on CPU (networks side by side), 1 on CUDA."""
+    value = cfg.eval.get("lanes", "auto")
+    if str(value) == "auto":
+        return torch.get_num_threads() if ctx.device.type == "cpu" else 1
+    return max(1, int(value))
 
 
 def _augment(cfg, ctx):
@@ -99,7 +111,7 @@ def run_eval(cfg, ctx) -> dict:
         if todo:
             log.info("eval: %d unit(s) to run of %d (%s)", len(todo), len(units), ", ".join(u.file_name for u in todo))
             results = run_units(todo, specs, syn, proto, _augment(cfg, ctx), measure_sets(syn, ctx), int(cfg.seed),
-                                "eval", ctx.device, _batched(cfg, ctx), ctx.real.num_classes)
+                                "eval", ctx.device, _batched(cfg, ctx), ctx.real.num_classes, lanes=_lanes(cfg, ctx))
             for u in todo:
                 write_unit(folder, u, plan, results[u])
         if missing_units(folder, units, plan):

@@ -8,7 +8,8 @@ oneDNN kernels never leak between points. Points:
   `baseline` rows rerun `tesla` as the code was before the speed work (OpenMP threads spinning,
   nn.AvgPool2d), side by side in the same run, so a busy machine affects both alike;
   `tesla_avgpool2d` rows change only the pooling back (the OpenMP setting kept).
-- evaluation: seconds to train K = 1, 5, 8 ConvNets on an IPC-1 set, stacked (one batched network)
+- evaluation: seconds to train K = 1, 5, 8 ConvNets on an IPC-1 set, side by side (`eval.lanes`: one thread
+  each, --threads lanes), stacked (one batched network)
   and one after another (tesla_podd.evaluation.bench).
 - expert: seconds per CIFAR-10-sized epoch (50 000 images, batch 256) measured over a few SGD steps,
   fp32 vs channels-last vs bf16 autocast vs torch.compile (inductor), and `baseline` (fp32 as before
@@ -89,10 +90,14 @@ def measure_matching(args, mode: str, steps: int, ipc: int) -> dict:
     return {"sec_per_iter": round(wall, 3), "cpu_sec_per_iter": round(cpu, 3), **extra}
 
 
-def measure_evaluation(args, k: int, batched: bool) -> dict:
+def measure_evaluation(args, k: int, how: str) -> dict:
+    import torch
+
     from tesla_podd.evaluation.bench import evaluation_seconds
 
-    sec = evaluation_seconds(k, ipc=1, epochs=args.eval_epochs, batched=batched, device=args.device)
+    lanes = torch.get_num_threads() if how == "lanes" else 1
+    sec = evaluation_seconds(k, ipc=1, epochs=args.eval_epochs, batched=how == "batched", device=args.device,
+                             lanes=lanes)
     return {"seconds": round(sec, 2), "epochs": args.eval_epochs}
 
 
@@ -172,8 +177,9 @@ def measure(args, kind: str, spec: list[str]) -> dict:
         return {"kind": kind, "grad_mode": mode, "syn_steps": steps, "ipc": ipc,
                 **measure_matching(args, mode, steps, ipc)}
     if kind == "evaluation":
-        k, batched = int(spec[0]), spec[1] == "batched"
-        return {"kind": kind, "num_models": k, "batched": batched, **measure_evaluation(args, k, batched)}
+        k, how = int(spec[0]), spec[1]
+        return {"kind": kind, "num_models": k, "batched": how == "batched", "trained": how,
+                **measure_evaluation(args, k, how)}
     if kind == "accuracy":
         return {"kind": kind, "model": spec[0], "chunk": int(spec[1]), **measure_accuracy(args, spec[0], int(spec[1]))}
     return {"kind": kind, "variant": spec[0], **measure_expert(args, spec[0])}
@@ -219,13 +225,12 @@ def summarize(rows: list[dict]) -> dict:
                     out[f"baseline_over_{name}_compiled_{key}_{tag}"] = round(base[key] / fast[key], 2)
                 if fast and unr:
                     out[f"{name}_compiled_over_unrolled_{key}_{tag}"] = round(fast[key] / unr[key], 2)
-    one = _find(rows, kind="evaluation", num_models=1, batched=False)
+    one = _find(rows, kind="evaluation", num_models=1, trained="sequential")
     for k in (5, 8):
-        for batched in (True, False):
-            r = _find(rows, kind="evaluation", num_models=k, batched=batched)
+        for how in ("batched", "sequential", "lanes"):
+            r = _find(rows, kind="evaluation", num_models=k, trained=how)
             if one and r:
-                tag = "batched" if batched else "sequential"
-                out[f"eval_K{k}_{tag}_over_K1"] = round(r["seconds"] / one["seconds"], 2)
+                out[f"eval_K{k}_{how}_over_K1"] = round(r["seconds"] / one["seconds"], 2)
     fp32 = _find(rows, kind="expert", variant="fp32")
     base = _find(rows, kind="expert", variant="baseline")
     if base and fp32:
@@ -251,8 +256,8 @@ def tables(rows: list[dict]) -> str:
         if r["kind"] == "matching" and "error" not in r:
             lines.append(f"| {r['ipc']} | {r['syn_steps']} | {r['grad_mode']} | {r['sec_per_iter']:.2f} | "
                          f"{r['cpu_sec_per_iter']:.2f} |")
-    lines += ["", "Evaluation (seconds to train K ConvNets on IPC 1)", "| K | batched | seconds |", "|---|---|---|"]
-    lines += [f"| {r['num_models']} | {r['batched']} | {r['seconds']:.1f} |" for r in rows
+    lines += ["", "Evaluation (seconds to train K ConvNets on IPC 1)", "| K | trained | seconds |", "|---|---|---|"]
+    lines += [f"| {r['num_models']} | {r.get('trained', r['batched'])} | {r['seconds']:.1f} |" for r in rows
               if r["kind"] == "evaluation" and "error" not in r]
     lines += ["", "Expert training (batch 256, CIFAR-10 epoch = 196 steps)", "| variant | s/step | s/epoch |",
               "|---|---|---|"]
@@ -302,8 +307,8 @@ def _plot_matching(ax, match: list[dict]) -> None:
 
 
 def _plot_evaluation(ax, ev: list[dict]) -> None:
-    for batched, label in ((False, "one after another"), (True, "stacked")):
-        pts = sorted((r["num_models"], r["seconds"]) for r in ev if r["batched"] == batched or r["num_models"] == 1)
+    for how, label in (("sequential", "one after another"), ("lanes", "side by side"), ("batched", "stacked")):
+        pts = sorted((r["num_models"], r["seconds"]) for r in ev if r.get("trained") == how or r["num_models"] == 1)
         if pts:
             ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=label)
     ax.set(xlabel="networks K", ylabel="seconds", title="Evaluation (IPC 1)")
@@ -323,7 +328,7 @@ def points(args) -> list[tuple[str, list[str]]]:
     for k in (int(k) for k in args.eval_k.split(",") if k):
         out.append(("evaluation", [str(k), "sequential"]))
         if k > 1:
-            out.append(("evaluation", [str(k), "batched"]))
+            out += [("evaluation", [str(k), "lanes"]), ("evaluation", [str(k), "batched"])]
     out += [("expert", [v]) for v in args.expert.split(",") if v]
     out += [("accuracy", [m, c]) for m in args.accuracy_models.split(",") if m
             for c in args.accuracy_chunks.split(",") if c]

@@ -8,6 +8,7 @@ import logging
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from functools import partial
 
 import torch
@@ -99,11 +100,9 @@ def _train_part(part, *, nets, stacked, arch, x, y, proto, augment, measure, see
     start = time.perf_counter()
     gens = [generator(seed, stream, "data", u.index) for u in part]
     learner = StackedLearner([nets[u] for u in part]) if stacked else SingleLearner(nets[part[0]])
-    if seeded:  # Dropout draws from the global RNG: seed it per unit so a unit's result never depends on what
-        # ran before it in this process (parallel jobs merge to the serial result).
-        with seeded_init(seed, stream, "train", arch, part[0].index):
-            curves = train_networks(learner, x, y, proto, augment, gens, measure, device, progress=bar)
-    else:
+    # Dropout draws from the global RNG: seed it per unit so a unit's result never depends on what ran before it
+    # in this process (parallel jobs merge to the serial result). Side by side (seeded=False) it is left alone.
+    with seeded_init(seed, stream, "train", arch, part[0].index) if seeded else nullcontext():
         curves = train_networks(learner, x, y, proto, augment, gens, measure, device, progress=bar)
     return part, curves, (time.perf_counter() - start) / len(part)
 
@@ -115,7 +114,7 @@ def _dropout(model: nn.Module) -> bool:
 def side_by_side_threads(train, parts: list, lanes: int) -> list:
     """`train(part)` for every part on `lanes` threads, each with one intra-op thread (a per-thread OpenMP
     setting); the caller's thread count is restored afterwards. On CPU one small network keeps two cores
-    only ~65% busy (README Benchmarks), so networks side by side finish sooner; each one's arithmetic is the
+    only ~70% busy (README Benchmarks), so networks side by side finish sooner; each one's arithmetic is the
     same as alone at one thread, so its result is too."""
     threads = torch.get_num_threads()
     try:

@@ -8,10 +8,10 @@ import torch
 from omegaconf import OmegaConf
 
 from ..data.augment import DSA
+from ..lanes import side_by_side_threads
 from ..models import build_model
 from ..seeding import generator, seeded_init
 from .protocol import resolve_protocol
-from .runner import side_by_side_threads
 from .trainer import SingleLearner, StackedLearner, train_networks
 
 

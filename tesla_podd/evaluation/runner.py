@@ -7,7 +7,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from functools import partial
 
@@ -16,6 +15,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..errors import ConfigError
+from ..lanes import side_by_side_threads
 from ..models import build_model, canonical_name, model_tag
 from ..seeding import generator, seeded_init
 from .protocol import Protocol
@@ -109,19 +109,6 @@ def _train_part(part, *, nets, stacked, arch, x, y, proto, augment, measure, see
 
 def _dropout(model: nn.Module) -> bool:
     return any(isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0 for m in model.modules())
-
-
-def side_by_side_threads(train, parts: list, lanes: int) -> list:
-    """`train(part)` for every part on `lanes` threads, each with one intra-op thread (a per-thread OpenMP
-    setting); the caller's thread count is restored afterwards. On CPU one small network keeps two cores
-    only ~70% busy (README Benchmarks), so networks side by side finish sooner; each one's arithmetic is the
-    same as alone at one thread, so its result is too."""
-    threads = torch.get_num_threads()
-    try:
-        with ThreadPoolExecutor(min(lanes, len(parts)), initializer=torch.set_num_threads, initargs=(1,)) as pool:
-            return list(pool.map(train, parts))
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _fmt(value) -> str:

@@ -12,8 +12,6 @@ import hashlib
 import logging
 from pathlib import Path
 
-import torch
-
 from .. import atomic
 from ..errors import DataError
 from ..evaluation.data import measure_sets
@@ -21,6 +19,7 @@ from ..evaluation.protocol import learned_or_fixed_lr, resolve_protocol
 from ..evaluation.report import build_report, network_rows, table_rows
 from ..evaluation.runner import architectures, check_architectures, run_units
 from ..evaluation.units import UNITS_DIR, missing_units, plan_units, require_all, select_units, write_unit
+from ..lanes import resolve_lanes
 from ..models import canonical_name
 from ..pictures import grid_columns, save_image_grid
 from ..synset.file import SynsetFile
@@ -73,10 +72,7 @@ def _batched(cfg, ctx) -> bool:
 
 def _lanes(cfg, ctx) -> int:
     """`eval.lanes`: auto = torch's intra-op thread count on CPU (networks side by side), 1 on CUDA."""
-    value = cfg.eval.get("lanes", "auto")
-    if str(value) == "auto":
-        return torch.get_num_threads() if ctx.device.type == "cpu" else 1
-    return max(1, int(value))
+    return resolve_lanes(cfg.eval.get("lanes", "auto"), ctx.device)
 
 
 def _augment(cfg, ctx):

@@ -1,0 +1,31 @@
+"""Lanes: independent pieces of CPU work side by side on Python threads, one intra-op thread each.
+
+On a small CPU a small ConvNet keeps two cores only ~70% busy (README Benchmarks), so independent work
+(evaluation networks, TESLA's pass-2 chunks) finishes sooner side by side. Each piece does the same
+arithmetic as alone at one thread, so its result is the same bit for bit."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import torch
+
+
+def resolve_lanes(value, device: torch.device) -> int:
+    """A `*.lanes` setting: auto = torch's intra-op thread count on CPU, 1 on CUDA; else the number given."""
+    if str(value) == "auto":
+        return torch.get_num_threads() if device.type == "cpu" else 1
+    return max(1, int(value))
+
+
+def side_by_side_threads(work, parts: list, lanes: int) -> list:
+    """`work(part)` for every part on `lanes` threads, each with one intra-op thread (a per-thread OpenMP
+    setting); the caller's thread count is restored afterwards. `lanes=1` runs the parts one after another on
+    one such thread: the same arithmetic, so the same results as side by side."""
+    threads = torch.get_num_threads()
+    try:
+        with ThreadPoolExecutor(max(1, min(lanes, len(parts))), initializer=torch.set_num_threads,
+                                initargs=(1,)) as pool:
+            return list(pool.map(work, parts))
+    finally:
+        torch.set_num_threads(threads)

@@ -133,3 +133,31 @@ def test_eval_at_start_measures_the_initial_set_once_before_the_first_step(smoke
     run(smoke_cfg(*overrides, "algorithm.iterations=1", "algorithm.lr_img=1e-30"), run_dir=tmp_path / "b")
     initial = torch.load(tmp_path / "b" / "synset.pt", weights_only=False)
     assert torch.allclose(seen[0], initial["images"]), "iteration 0 is the set as initialised"
+
+
+def test_a_job_killed_mid_evaluation_keeps_the_units_it_finished(smoke_cfg, tmp_path, saved_set, monkeypatch):
+    import tesla_podd.evaluation.runner as runner
+
+    class Killed(Exception):
+        pass
+
+    real, calls = runner.train_networks, []
+
+    def dies_on_the_second_network(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise Killed
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(runner, "train_networks", dies_on_the_second_network)
+    common = ("eval.batched=false", "eval.lanes=1")
+    with pytest.raises(Killed):
+        _eval(smoke_cfg, tmp_path, saved_set, "job", *common)
+    assert [p.name for p in (tmp_path / "job" / "eval_units").iterdir()] == ["convnet_0.json"]
+    calls.clear()
+    _eval(smoke_cfg, tmp_path, saved_set, "job", *common)  # the rerun trains only the unit that was lost
+    assert len(calls) == 1
+    monkeypatch.setattr(runner, "train_networks", real)
+    _eval(smoke_cfg, tmp_path, saved_set, "whole", *common)
+    job, whole = (json.loads((tmp_path / d / "eval.json").read_text()) for d in ("job", "whole"))
+    assert job["accs"] == whole["accs"]

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from functools import partial
 
@@ -63,9 +63,12 @@ def _networks(arch_spec, units: Sequence[Unit], syn, num_classes: int, seed: int
 
 def run_units(units: Sequence[Unit], arch_specs: dict, syn, proto: Protocol, augment, measure: dict,
               seed: int, stream: str, device: torch.device, batched: bool, num_classes: int,
-              progress: bool = True, lanes: int = 1) -> dict[Unit, dict]:
+              progress: bool = True, lanes: int = 1,
+              on_done: Callable[[Unit, dict], None] | None = None) -> dict[Unit, dict]:
     """Train and measure every unit; stacked per architecture when `batched` and the architecture allows,
-    else `lanes` networks side by side (CPU threads, one intra-op thread each) where none uses dropout."""
+    else `lanes` networks side by side (CPU threads, one intra-op thread each) where none uses dropout.
+    `on_done(unit, result)` runs as soon as a unit's network is trained (the eval stage stores it then, so a
+    job killed mid-way keeps the units it finished)."""
     x, y = syn.images.detach().to(device), syn.labels.detach().to(device)
     results: dict[Unit, dict] = {}
     bar = tqdm(total=len(units) * proto.length, desc=f"{stream} {len(units)} nets", disable=not progress,
@@ -77,26 +80,33 @@ def run_units(units: Sequence[Unit], arch_specs: dict, syn, proto: Protocol, aug
         stacked = batched and len(nets) > 1 and stackable(nets[0])
         batches = [group] if stacked else [[u] for u in group]
         side_by_side = not stacked and lanes > 1 and len(group) > 1 and device.type == "cpu" and not _dropout(nets[0])
-        train = partial(_train_part, nets=dict(zip(group, nets)), stacked=stacked, arch=arch, x=x, y=y, proto=proto,
-                        augment=augment, measure=measure, seed=seed, stream=stream, device=device, bar=bar)
-        if side_by_side:  # no dropout: nothing draws from the global RNG, which the threads would share
-            done = side_by_side_threads(partial(train, seeded=False), batches, lanes)
-        else:
-            done = [train(part) for part in batches]
-        for part, curves, seconds in done:
+        how = "stacked" if stacked else "side by side" if side_by_side else "alone"
+
+        def finished(part, curves, seconds, arch=arch, tag=tag, how=how):
             for u, curve in zip(part, curves):
                 results[u] = {"arch": arch, "index": u.index, "model": tag, "curve": curve, **per_model(curve),
-                              "trained": "stacked" if stacked else "side by side" if side_by_side else "alone",
-                              "seconds": seconds}
+                              "trained": how, "seconds": seconds}
                 log.info("%s %s model %d: final %.2f%% (best_val %s, best_test %.2f%%)", stream, arch, u.index,
                          results[u]["final"], _fmt(results[u]["best_val"]), results[u]["best_test"])
+                if on_done is not None:
+                    on_done(u, results[u])
+
+        train = partial(_train_part, nets=dict(zip(group, nets)), stacked=stacked, arch=arch, x=x, y=y, proto=proto,
+                        augment=augment, measure=measure, seed=seed, stream=stream, device=device, bar=bar,
+                        finished=finished)
+        if side_by_side:  # no dropout: nothing draws from the global RNG, which the threads would share
+            side_by_side_threads(partial(train, seeded=False), batches, lanes)
+        else:
+            for part in batches:
+                train(part)
     bar.close()
-    return results
+    return {u: results[u] for u in units}
 
 
-def _train_part(part, *, nets, stacked, arch, x, y, proto, augment, measure, seed, stream, device, bar,
-                seeded: bool = True):
-    """Train one learner (one network, or the part's networks stacked): (part, curves, seconds per network)."""
+def _train_part(part, *, nets, stacked, arch, x, y, proto, augment, measure, seed, stream, device, bar, finished,
+                seeded: bool = True) -> None:
+    """Train one learner (one network, or the part's networks stacked), then `finished(part, curves, seconds
+    per network)`."""
     start = time.perf_counter()
     gens = [generator(seed, stream, "data", u.index) for u in part]
     learner = StackedLearner([nets[u] for u in part]) if stacked else SingleLearner(nets[part[0]])
@@ -104,7 +114,7 @@ def _train_part(part, *, nets, stacked, arch, x, y, proto, augment, measure, see
     # in this process (parallel jobs merge to the serial result). Side by side (seeded=False) it is left alone.
     with seeded_init(seed, stream, "train", arch, part[0].index) if seeded else nullcontext():
         curves = train_networks(learner, x, y, proto, augment, gens, measure, device, progress=bar)
-    return part, curves, (time.perf_counter() - start) / len(part)
+    finished(part, curves, (time.perf_counter() - start) / len(part))
 
 
 def _dropout(model: nn.Module) -> bool:

@@ -106,10 +106,10 @@ def run_eval(cfg, ctx) -> dict:
         todo = missing_units(folder, select_units(units, ecfg.units), plan)
         if todo:
             log.info("eval: %d unit(s) to run of %d (%s)", len(todo), len(units), ", ".join(u.file_name for u in todo))
-            results = run_units(todo, specs, syn, proto, _augment(cfg, ctx), measure_sets(syn, ctx), int(cfg.seed),
-                                "eval", ctx.device, _batched(cfg, ctx), ctx.real.num_classes, lanes=_lanes(cfg, ctx))
-            for u in todo:
-                write_unit(folder, u, plan, results[u])
+            # Each unit is stored the moment it is trained: a job killed mid-way reruns only what it had not finished.
+            run_units(todo, specs, syn, proto, _augment(cfg, ctx), measure_sets(syn, ctx), int(cfg.seed), "eval",
+                      ctx.device, _batched(cfg, ctx), ctx.real.num_classes, lanes=_lanes(cfg, ctx),
+                      on_done=lambda u, result: write_unit(folder, u, plan, result))
         if missing_units(folder, units, plan):
             done = len(units) - len(missing_units(folder, units, plan))
             log.info("eval: %d of %d units done in %s; eval.json is written when all are", done, len(units), folder)

@@ -46,6 +46,7 @@ def measure(args) -> dict:
     """One point, in this process: build the setting, warm up, time `--iters` iterations."""
     import tesla_podd  # noqa: F401, I001  (first: sets OMP_WAIT_POLICY before torch loads OpenMP)
     import torch  # noqa: I001
+    from functools import partial
 
     from tesla_podd.algorithms.base import PositiveScalar
     from tesla_podd.algorithms.matching import MATCHERS, StepPlan, Student
@@ -65,7 +66,9 @@ def measure(args) -> dict:
     labels = (torch.arange(args.num_images) % args.classes).to(dev)
     synset = PixelSet(images, labels, args.classes)
     aug = DSA()
-    student = Student(flat, synset, aug)
+    lanes = torch.get_num_threads() if args.point_mode == "tesla_lanes" else 1  # algorithm.lanes=auto on CPU
+    student = Student(flat, synset, aug, lanes=lanes)
+    matcher = partial(MATCHERS["tesla"], lanes=lanes) if args.point_mode == "tesla_lanes" else MATCHERS[args.point_mode]
     lr = PositiveScalar(0.01, device=dev)
     batch = args.batch_syn or args.num_images
 
@@ -83,7 +86,7 @@ def measure(args) -> dict:
     def one_iter():
         synset.images.grad = None
         lr.log.grad = None
-        MATCHERS[args.point_mode](student, plans(), theta0, target, lr)
+        matcher(student, plans(), theta0, target, lr)
         sync()
 
     rss_start = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -158,6 +161,13 @@ def ratios(rows: list[dict]) -> dict:
         a, b = get(m, hi, "peak_mem_mb"), get(m, lo, "peak_mem_mb")
         if a and b:
             out[f"{m}_peak_N{hi}_over_N{lo}"] = round(a / b, 3)
+    lanes_from = min((s for s in steps if s > 1), default=None)  # with N >= lanes every lane holds one step graph
+    a, b = get("tesla_lanes", hi, "peak_mem_mb"), get("tesla_lanes", lanes_from, "peak_mem_mb")
+    if a and b and hi > lanes_from:
+        out[f"tesla_lanes_peak_N{hi}_over_N{lanes_from}"] = round(a / b, 3)
+    a, b = get("tesla_lanes", hi, "peak_mem_mb"), get("tesla", hi, "peak_mem_mb")
+    if a and b:
+        out[f"tesla_lanes_over_tesla_peak_N{hi}"] = round(a / b, 3)
     measured = [s for s in steps if get("unrolled", s, "peak_mem_mb")]
     mid = 50 if 50 in measured else (max(measured) if measured else None)
     if mid and get("unrolled", mid, "peak_mem_mb") and get("tesla", mid, "peak_mem_mb"):
@@ -212,7 +222,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cuda" if os.environ.get("CUDA_VISIBLE_DEVICES", "x") != "" else "cpu")
     p.add_argument("--syn-steps", default="1,10,20,50,100")
-    p.add_argument("--modes", default="unrolled,tesla,exact")
+    p.add_argument("--modes", default="unrolled,tesla,exact",
+                   help="grad modes; also `tesla_lanes` = tesla with pass 2 side by side (algorithm.lanes = threads)")
     p.add_argument("--num-images", type=int, default=100)
     p.add_argument("--batch-syn", type=int, default=100)
     p.add_argument("--classes", type=int, default=10)

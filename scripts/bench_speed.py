@@ -49,6 +49,8 @@ def _use_torch_avgpool(module) -> None:
 
 
 def measure_matching(args, mode: str, steps: int, ipc: int) -> dict:
+    from functools import partial
+
     import torch
 
     from tesla_podd.algorithms.base import PositiveScalar
@@ -70,9 +72,11 @@ def measure_matching(args, mode: str, steps: int, ipc: int) -> dict:
     n = 10 * ipc
     synset = PixelSet(torch.randn(n, 3, 32, 32, generator=g).to(dev), (torch.arange(n) % 10).to(dev), 10)
     aug, lr = DSA(), PositiveScalar(0.01, device=dev)
-    compiled = mode.endswith("_compiled")  # algorithm.compile=true
-    student = Student(flat, synset, aug, compiled=compiled)
-    matcher = MATCHERS["tesla" if baseline else mode.removesuffix("_compiled")]
+    lanes = torch.get_num_threads() if mode.endswith("_lanes") else 1  # algorithm.lanes=auto on CPU (tesla)
+    compiled = mode.removesuffix("_lanes").endswith("_compiled")  # algorithm.compile=true
+    student = Student(flat, synset, aug, compiled=compiled, lanes=lanes)
+    name = "tesla" if baseline else mode.removesuffix("_lanes").removesuffix("_compiled")
+    matcher = partial(MATCHERS[name], lanes=lanes) if name == "tesla" else MATCHERS[name]
 
     def one_iter():
         plans = [StepPlan(torch.randperm(n, generator=g).to(dev), aug.sample(n, (32, 32), g)) for _ in range(steps)]
@@ -81,7 +85,7 @@ def measure_matching(args, mode: str, steps: int, ipc: int) -> dict:
         if dev.type == "cuda":
             torch.cuda.synchronize()
 
-    extra = {}
+    extra = {"lanes": lanes}
     if compiled:  # the first iteration compiles (cached on disk for later runs): reported, never timed as a step
         t = time.perf_counter()
         one_iter()
@@ -225,6 +229,12 @@ def summarize(rows: list[dict]) -> dict:
                     out[f"baseline_over_{name}_compiled_{key}_{tag}"] = round(base[key] / fast[key], 2)
                 if fast and unr:
                     out[f"{name}_compiled_over_unrolled_{key}_{tag}"] = round(fast[key] / unr[key], 2)
+            for m in ("tesla_lanes", "tesla_compiled_lanes"):  # algorithm.lanes: pass 2 side by side
+                r = _find(rows, kind="matching", grad_mode=m, syn_steps=steps, ipc=ipc)
+                if r and base:
+                    out[f"baseline_over_{m}_{key}_{tag}"] = round(base[key] / r[key], 2)
+                if r and unr:
+                    out[f"{m}_over_unrolled_{key}_{tag}"] = round(r[key] / unr[key], 2)
     one = _find(rows, kind="evaluation", num_models=1, trained="sequential")
     for k in (5, 8):
         for how in ("batched", "sequential", "lanes"):
@@ -296,7 +306,8 @@ def plot(rows: list[dict], path: Path) -> None:
 
 def _plot_matching(ax, match: list[dict]) -> None:
     settings = sorted({(r["ipc"], r["syn_steps"]) for r in match})
-    order = ("baseline", "tesla_avgpool2d", "unrolled", "tesla", "exact", "tesla_compiled", "exact_compiled")
+    order = ("baseline", "tesla_avgpool2d", "unrolled", "tesla", "exact", "tesla_compiled", "exact_compiled",
+             "tesla_lanes", "tesla_compiled_lanes")
     modes = [m for m in order if any(r["grad_mode"] == m for r in match)]
     width = 0.8 / max(1, len(modes))
     for j, m in enumerate(modes):
@@ -343,7 +354,8 @@ def main() -> None:
     p.add_argument("--modes", default="baseline,tesla_avgpool2d,unrolled,tesla,exact",
                    help="grad modes; `baseline` = tesla as before the speed work; `tesla_avgpool2d` = only its "
                         "pooling; also `tesla_compiled,exact_compiled` = algorithm.compile=true (1-2 min of "
-                        "compiling each, reported apart; not in the default set, to keep `make bench` short)")
+                        "compiling each, reported apart; not in the default set, to keep `make bench` short); "
+                        "`tesla_lanes,tesla_compiled_lanes` = pass 2 side by side (algorithm.lanes = --threads)")
     p.add_argument("--iters", type=int, default=2, help="timed matching iterations per point (median)")
     p.add_argument("--warmup", type=int, default=0, help="untimed matching iterations first")
     p.add_argument("--eval-k", default="1,5,8", help="numbers of evaluation networks ('' to skip)")

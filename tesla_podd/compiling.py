@@ -39,9 +39,13 @@ class CompiledOrEager:
     version that cannot trace fn) gets the eager function, the same values, instead of a crashed run.
     Only the first call may fall back: once a compiled call has succeeded, errors propagate."""
 
-    def __init__(self, fn, device: torch.device, what: str):
+    def __init__(self, fn, device: torch.device, what: str, gil_free: bool = False):
         self.fn, self.what = fn, what
-        self.compiled = torch.compile(fn, backend=compile_backend(device))
+        backend = compile_backend(device)
+        # cpp_wrapper: the whole compiled graph runs in C++ with the GIL released, so two Python threads can run
+        # it side by side (inductor's default Python wrapper holds the GIL inside each fused CPU kernel).
+        options = {"cpp_wrapper": True} if gil_free and backend == "inductor" and device.type == "cpu" else None
+        self.compiled = torch.compile(fn, backend=backend, options=options)
         self.state = "untried"  # untried | compiled | eager
 
     def __call__(self, *args, **kwargs):

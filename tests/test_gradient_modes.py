@@ -174,3 +174,45 @@ def test_compiled_steps_give_the_same_gradient(mode, learn_labels):
     assert abs(loss - ref_loss) < 1e-12
     for a, b in zip(got, ref):
         assert rel_err(a, b) < 1e-10
+
+
+@pytest.mark.parametrize("lanes", [2, 3, 7])  # 7 > STEPS: one chunk per step
+@pytest.mark.parametrize("poster,learn_labels", [(False, False), (True, True)], ids=["pixels", "poster"])
+def test_tesla_pass2_side_by_side_equals_the_reference(lanes, poster, learn_labels, monkeypatch):
+    """algorithm.lanes: pass 2 in contiguous chunks of steps on threads (each from theta at its first step,
+    kept by pass 1; each eager lane on its own copy of the network) gives TESLA's gradient."""
+    import tesla_podd.algorithms.matching as matching
+
+    used = []
+    real = matching.side_by_side_threads
+    monkeypatch.setattr(matching, "side_by_side_threads", lambda f, parts, n: used.append(n) or real(f, parts, n))
+    threads = torch.get_num_threads()
+    soft = not learn_labels  # soft teacher labels replace the set's own, learned ones
+    loss, grads = ours("tesla", soft=soft, learn_labels=learn_labels, poster=poster, lanes=lanes)
+    ref_loss, ref = reference(detach_thetas=True, soft=soft, learn_labels=learn_labels, poster=poster)
+    assert used == [min(lanes, STEPS)], "the chunks ran side by side"
+    assert torch.get_num_threads() == threads, "the caller's thread count is restored"
+    assert abs(loss - ref_loss) < 1e-12
+    for a, b in zip(grads, ref):
+        assert rel_err(a, b) < 1e-10
+
+
+def test_compiled_tesla_pass2_side_by_side(monkeypatch):
+    """Compiled lanes: the first iteration compiles with its chunks one after another (never two threads
+    compiling, never eager torch.func on threads), later ones side by side; both give TESLA's gradient."""
+    import tesla_podd.algorithms.matching as matching
+
+    used = []
+    real = matching.side_by_side_threads
+    monkeypatch.setattr(matching, "side_by_side_threads", lambda f, parts, n: used.append(n) or real(f, parts, n))
+    flat, synset, aug, plans, theta0, target = setup(True)
+    student = Student(flat, synset, aug, compiled=True, lanes=2)
+    _, ref = reference(detach_thetas=True, soft=True)
+    for _ in range(2):
+        lr = PositiveScalar(0.05, dtype=DT)
+        synset.images.grad = None
+        MATCHERS["tesla"](student, plans, theta0, target, lr, lanes=2)
+        got = [synset.images.grad, lr.log.grad / lr.value]
+        for a, b in zip(got, ref):
+            assert rel_err(a, b) < 1e-10
+    assert used == [1, 2]

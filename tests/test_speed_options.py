@@ -87,7 +87,7 @@ def test_cpu_compile_uses_inductor_with_a_compiler_and_falls_back_without(monkey
 def test_a_failed_compile_falls_back_to_eager_with_a_warning(monkeypatch, caplog):
     from tesla_podd import compiling
 
-    def broken_compile(fn, backend):
+    def broken_compile(fn, backend, options=None):
         def call(*args, **kwargs):
             raise RuntimeError("fatal error: Python.h: No such file or directory")
         return call

@@ -7,7 +7,9 @@ w_i and labels y_i are drawn once per iteration (`StepPlan`), so every pass repl
 
 - unrolled: autograd through all N steps (MTT; memory linear in N).
 - tesla:    TESLA's two passes, one step's graph alive at a time; equals autograd through the
-            unrolled loop with every theta_i detached inside g_i (drops the Hessian terms).
+            unrolled loop with every theta_i detached inside g_i (drops the Hessian terms). Pass 2's
+            steps are independent given theta_i, so `lanes` contiguous chunks of them can run side by
+            side on CPU threads (algorithm.lanes; pass 1 keeps theta at each chunk's first step).
 - exact:    an adjoint (reverse) pass with stored parameter vectors, one step's graph alive at a
             time; equals full MTT backprop. Keeps every k-th theta_i and recomputes the rest.
 
@@ -16,6 +18,7 @@ and returns the loss. Gradients reach pixels or a poster alike through `synset.s
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
 
@@ -23,6 +26,8 @@ import torch
 
 from ..compiling import CompiledOrEager
 from ..data.augment import AugParams
+from ..lanes import side_by_side_threads
+from ..models import FlatModel
 from ..synset.base import soft_cross_entropy
 from .base import PositiveScalar, learnable_tensors
 
@@ -42,12 +47,34 @@ class Student:
     `compiled=True` (algorithm.compile) runs each step's gradient (forward passes) and each step's
     vector-Jacobian product (backward passes) as torch.compile'd torch.func functions of (theta, x, y, v):
     the double backward becomes one traced graph that inductor fuses (~1.8x per pass-2 step on CPU). The
-    synthetic batch (sampling, augmentation) stays eager, so gradients reach pixels or posters as before."""
+    synthetic batch (sampling, augmentation) stays eager, so gradients reach pixels or posters as before.
 
-    def __init__(self, flat_model, synset, augment, compiled: bool = False):
+    `lanes > 1` prepares TESLA's pass 2 for threads: compiled functions are built GIL-free (inductor's C++
+    wrapper), and `lane_students` gives each further lane its own copy of the network."""
+
+    def __init__(self, flat_model, synset, augment, compiled: bool = False, lanes: int = 1):
         self.flat, self.synset, self.augment = flat_model, synset, augment
-        self.compiled = bool(compiled)
+        self.compiled, self.lanes = bool(compiled), int(lanes)
         self._fns: dict[tuple, object] = {}
+        self._copies: list[Student] = []
+
+    def lane_students(self, n: int) -> list[Student]:
+        """n students for n threads. functional_call swaps the module's parameters while it runs, so eager
+        lanes each need their own module; compiled lanes share the compiled functions (their graphs take theta
+        as an input and touch no module state)."""
+        if self.compiled:
+            return [self] * n
+        while len(self._copies) < n - 1:
+            self._copies.append(Student(FlatModel(copy.deepcopy(self.flat.module)), self.synset, self.augment))
+        return [self, *self._copies[: n - 1]]
+
+    def threads_ready(self) -> bool:
+        """Whether the lanes may run at once: eager autograd is thread-safe; compiled functions are once compiled
+        (never compile from two threads at once, and never run eager torch.func in threads: its transform
+        levels are process-wide)."""
+        if not self.compiled:
+            return True
+        return any(k[0] == "vjp" for k in self._fns) and all(f.state == "compiled" for f in self._fns.values())
 
     def batch(self, plan: StepPlan):
         b = self.synset.sample(plan.idx)
@@ -92,7 +119,8 @@ class Student:
         if key not in self._fns:
             device = next(iter(self.flat.module.parameters())).device
             self._fns[key] = CompiledOrEager(_step_function(self.flat, kind, wrt_theta, diff_y), device,
-                                             f"the student step's {'gradient' if kind == 'grad' else 'VJP'}")
+                                             f"the student step's {'gradient' if kind == 'grad' else 'VJP'}",
+                                             gil_free=self.lanes > 1)
         return self._fns[key]
 
 
@@ -137,27 +165,43 @@ def match_unrolled(student: Student, plans: list[StepPlan], theta0, target, lr: 
     return loss.item()
 
 
-def match_tesla(student: Student, plans: list[StepPlan], theta0, target, lr: PositiveScalar) -> float:
+def match_tesla(student: Student, plans: list[StepPlan], theta0, target, lr: PositiveScalar, lanes: int = 1) -> float:
     alpha = lr.value.detach()
     leaves = learnable_tensors(student.synset)
-    # Pass 1, no graph: theta_N and G = sum_i g_i.
-    theta, grad_sum = theta0.detach().clone(), torch.zeros_like(theta0)
-    for plan in plans:
+    n_chunks = max(1, min(lanes, len(plans)))
+    bounds = [round(c * len(plans) / n_chunks) for c in range(n_chunks + 1)]
+    # Pass 1, no graph: theta_N and G = sum_i g_i; theta at each pass-2 chunk's first step.
+    theta, grad_sum, chunk_starts = theta0.detach().clone(), torch.zeros_like(theta0), []
+    for i, plan in enumerate(plans):
+        if i in bounds[:-1]:
+            chunk_starts.append(theta)
         g = student.grad_no_graph(theta, plan)
         grad_sum += g
         theta = theta - alpha * g
     denom = ((theta0 - target) ** 2).sum()
     resid = (theta - target).detach()
     loss = (resid**2).sum() / denom
-    # Pass 2: dL/dX[B_i] = (2/D) (theta_N - theta*)^T (-alpha dg_i/dX), one step's graph at a time;
+    # Pass 2: dL/dX[B_i] = (2/D) (theta_N - theta*)^T (-alpha dg_i/dX), one step's graph at a time per chunk;
     # theta_i is recomputed on the way (same ops, same values) instead of stored.
     coef = -2.0 * alpha / denom
-    theta = theta0.detach().clone()
-    for plan in plans:
-        g, _, grads = student.vjp(theta, plan, resid, leaves)
-        for leaf, gl in zip(leaves, grads):
-            _add_grad(leaf, None if gl is None else coef * gl)
-        theta = theta - alpha * g
+
+    def pass2(chunk) -> list[torch.Tensor | None]:
+        lo, hi, theta, stud = chunk
+        total: list[torch.Tensor | None] = [None] * len(leaves)
+        for plan in plans[lo:hi]:
+            g, _, grads = stud.vjp(theta, plan, resid, leaves)
+            total = [t if gl is None else coef * gl if t is None else t + coef * gl for t, gl in zip(total, grads)]
+            theta = theta - alpha * g
+        return total
+
+    chunks = list(zip(bounds[:-1], bounds[1:], chunk_starts, student.lane_students(n_chunks)))
+    if n_chunks == 1:
+        totals = [pass2(chunks[0])]
+    else:  # one intra-op thread per chunk either way (the same arithmetic), side by side once that is safe
+        totals = side_by_side_threads(pass2, chunks, n_chunks if student.threads_ready() else 1)
+    for total in totals:
+        for leaf, t in zip(leaves, total):
+            _add_grad(leaf, t)
     lr.accumulate_grad(-2.0 / denom * (resid * grad_sum).sum())
     return loss.item()
 

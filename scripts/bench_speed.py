@@ -229,8 +229,10 @@ def summarize(rows: list[dict]) -> dict:
                     out[f"baseline_over_{name}_compiled_{key}_{tag}"] = round(base[key] / fast[key], 2)
                 if fast and unr:
                     out[f"{name}_compiled_over_unrolled_{key}_{tag}"] = round(fast[key] / unr[key], 2)
-            for m in ("tesla_lanes", "tesla_compiled_lanes"):  # algorithm.lanes: pass 2 side by side
+            for m, one_lane in (("tesla_lanes", tesla), ("tesla_compiled_lanes", tc)):  # algorithm.lanes
                 r = _find(rows, kind="matching", grad_mode=m, syn_steps=steps, ipc=ipc)
+                if r and one_lane:
+                    out[f"{m}_speedup_over_one_lane_{key}_{tag}"] = round(one_lane[key] / r[key], 2)
                 if r and base:
                     out[f"baseline_over_{m}_{key}_{tag}"] = round(base[key] / r[key], 2)
                 if r and unr:

@@ -109,10 +109,18 @@ def lanes_rows(k: int, threads: int, epochs: int) -> dict:
 
     one = evaluation_seconds(1, epochs=epochs, batched=False)
     after = evaluation_seconds(k, epochs=epochs, batched=False)
-    side = evaluation_seconds(k, epochs=epochs, batched=False, lanes=threads)
+    # Side by side as the eval stage runs it (all K at once when K does not divide among the lanes), and in
+    # rounds of `threads` networks (before): interleaved, 3 each, medians.
+    side, rounds = [], []
+    for _ in range(3):
+        side.append(evaluation_seconds(k, epochs=epochs, batched=False, lanes=threads))
+        rounds.append(evaluation_seconds(k, epochs=epochs, batched=False, lanes=threads, workers=threads))
+    side_s, rounds_s = sorted(side)[1], sorted(rounds)[1]
     return {"epochs": epochs, "k": k, "seconds_one": round(one, 2), "seconds_one_after_another": round(after, 2),
-            "seconds_side_by_side": round(side, 2), "side_by_side_over_one": round(side / one, 2),
-            "one_after_another_over_one": round(after / one, 2), "speedup_side_by_side": round(after / side, 2)}
+            "seconds_side_by_side": round(side_s, 2), "seconds_side_by_side_all": [round(t, 2) for t in side],
+            "seconds_in_rounds_of_threads": round(rounds_s, 2), "seconds_in_rounds_all": [round(t, 2) for t in rounds],
+            "side_by_side_over_one": round(side_s / one, 2), "one_after_another_over_one": round(after / one, 2),
+            "speedup_side_by_side": round(after / side_s, 2), "speedup_over_rounds": round(rounds_s / side_s, 2)}
 
 
 def main() -> None:
@@ -147,7 +155,8 @@ def main() -> None:
         print(f"\nIPC 1, {args.epochs} epochs: one network {lanes['seconds_one']} s; {args.k} one after another "
               f"{lanes['seconds_one_after_another']} s ({lanes['one_after_another_over_one']}x); {args.k} side by "
               f"side on {args.threads} lanes {lanes['seconds_side_by_side']} s ({lanes['side_by_side_over_one']}x one"
-              f", {lanes['speedup_side_by_side']}x faster than one after another)")
+              f", {lanes['speedup_side_by_side']}x faster than one after another; in rounds of {args.threads}: "
+              f"{lanes['seconds_in_rounds_of_threads']} s, {lanes['speedup_over_rounds']}x)")
     meta = {"argv": sys.argv, "threads": args.threads, "torch": torch.__version__,
             "cpu_capability": torch.backends.cpu.get_cpu_capability()}
     out = {"rows": rows, "peak": peak, "lanes": lanes, "meta": meta}

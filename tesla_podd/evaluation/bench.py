@@ -12,15 +12,16 @@ from ..lanes import side_by_side_threads
 from ..models import build_model
 from ..seeding import generator, seeded_init
 from .protocol import resolve_protocol
+from .runner import workers_for
 from .trainer import SingleLearner, StackedLearner, train_networks
 
 
 def evaluation_seconds(num_models: int, ipc: int = 1, *, epochs: int = 20, batched: bool = True,
                        num_classes: int = 10, image_size: int = 32, model: str = "convnet",
-                       device: str = "cpu", seed: int = 0, lanes: int = 1) -> float:
+                       device: str = "cpu", seed: int = 0, lanes: int = 1, workers: int | None = None) -> float:
     """Wall seconds to train `num_models` networks (MTT SGD protocol with DSA, batch 256, `epochs` epochs; no
     accuracy measurement) on a random set of `ipc` images per class; stacked when `batched`, else one by one,
-    `lanes` at a time side by side (eval.lanes)."""
+    `lanes` at a time side by side (eval.lanes; `workers` threads, by default as the eval stage chooses)."""
     dev = torch.device(device)
     x = torch.randn(ipc * num_classes, 3, image_size, image_size, generator=generator(seed, "bench-x")).to(dev)
     y = torch.arange(num_classes).repeat_interleave(ipc).to(dev)
@@ -43,7 +44,7 @@ def evaluation_seconds(num_models: int, ipc: int = 1, *, epochs: int = 20, batch
         train_networks(group[0], x, y, proto, DSA(), group[1], {}, dev)
 
     if lanes > 1 and len(groups) > 1:
-        side_by_side_threads(train, groups, lanes)
+        side_by_side_threads(train, groups, workers or workers_for(len(groups), lanes))
     else:
         for group in groups:
             train(group)

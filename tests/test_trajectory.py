@@ -81,10 +81,15 @@ def _cmd(tmp_path, run_dir, *extra):
             f"paths.output_root={tmp_path}/outputs", f"hydra.run.dir={run_dir}", *extra]
 
 
-def test_resume_after_sigkill_equals_uninterrupted(with_buffer, tmp_path):
+@pytest.mark.parametrize("lanes", [1, 2])  # 2: TESLA's pass 2 in two chunks on threads (algorithm.lanes)
+def test_resume_after_sigkill_equals_uninterrupted(with_buffer, tmp_path, lanes):
     env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
     killed = tmp_path / "killed"
-    proc = subprocess.Popen(_cmd(tmp_path, killed), cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+
+    def cmd(run_dir, *extra):
+        return _cmd(tmp_path, run_dir, f"algorithm.lanes={lanes}", *extra)
+
+    proc = subprocess.Popen(cmd(killed), cwd=REPO, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
     ckpt = killed / "checkpoints" / "last.pt"
     deadline = time.time() + 240
@@ -101,11 +106,11 @@ def test_resume_after_sigkill_equals_uninterrupted(with_buffer, tmp_path):
     saved_at = torch.load(ckpt, weights_only=False)["iteration"]
     assert 10 <= saved_at < 200, "killed mid-way, after a checkpoint"
     assert not (killed / "synset.pt").exists()
-    out = subprocess.run(_cmd(tmp_path, killed, "resume=true"), cwd=REPO, env=env, capture_output=True, text=True)
+    out = subprocess.run(cmd(killed, "resume=true"), cwd=REPO, env=env, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-2000:]
     assert f"resumed from {ckpt}" in (killed / "train.log").read_text()
     fresh = tmp_path / "fresh"
-    assert subprocess.run(_cmd(tmp_path, fresh), cwd=REPO, env=env, capture_output=True).returncode == 0
+    assert subprocess.run(cmd(fresh), cwd=REPO, env=env, capture_output=True).returncode == 0
     a, b = SynsetFile.load(killed / "synset.pt"), SynsetFile.load(fresh / "synset.pt")
     torch.testing.assert_close(a.images, b.images, rtol=0, atol=0)
     assert a.lr == b.lr

@@ -120,7 +120,7 @@ def _train_part(part, *, nets, stacked, arch, x, y, proto, augment, measure, see
 def workers_for(networks: int, lanes: int) -> int:
     """Threads for `networks` equal jobs on `lanes` cores: `lanes`, unless they do not divide evenly; then all
     at once (at most 16), one intra-op thread each, so no core idles through a last, partial round (5 networks
-    on 2 cores: 10.3-11.4 s against 12.4-14.7 s in rounds of 2; README Benchmarks). Same results either way."""
+    on 2 cores: 1.08-1.19x faster than rounds of 2; README Benchmarks). Same results either way."""
     return lanes if networks % lanes == 0 or networks > 16 else networks
 
 

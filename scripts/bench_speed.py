@@ -353,7 +353,7 @@ def main() -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (0: torch's default)")
     p.add_argument("--matching", default="1x50,10x10", help="IPCxSYN_STEPS settings, comma-separated")
-    p.add_argument("--modes", default="baseline,tesla_avgpool2d,unrolled,tesla,exact",
+    p.add_argument("--modes", default="baseline,tesla_avgpool2d,unrolled,tesla,tesla_lanes,exact",
                    help="grad modes; `baseline` = tesla as before the speed work; `tesla_avgpool2d` = only its "
                         "pooling; also `tesla_compiled,exact_compiled` = algorithm.compile=true (1-2 min of "
                         "compiling each, reported apart; not in the default set, to keep `make bench` short); "

@@ -46,7 +46,6 @@ def measure(args) -> dict:
     """One point, in this process: build the setting, warm up, time `--iters` iterations."""
     import tesla_podd  # noqa: F401, I001  (first: sets OMP_WAIT_POLICY before torch loads OpenMP)
     import torch  # noqa: I001
-    from functools import partial
 
     from tesla_podd.algorithms.base import PositiveScalar
     from tesla_podd.algorithms.matching import MATCHERS, StepPlan, Student
@@ -68,7 +67,7 @@ def measure(args) -> dict:
     aug = DSA()
     lanes = torch.get_num_threads() if args.point_mode == "tesla_lanes" else 1  # algorithm.lanes=auto on CPU
     student = Student(flat, synset, aug, lanes=lanes)
-    matcher = partial(MATCHERS["tesla"], lanes=lanes) if args.point_mode == "tesla_lanes" else MATCHERS[args.point_mode]
+    matcher = MATCHERS["tesla" if args.point_mode == "tesla_lanes" else args.point_mode]
     lr = PositiveScalar(0.01, device=dev)
     batch = args.batch_syn or args.num_images
 

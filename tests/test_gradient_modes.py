@@ -56,10 +56,10 @@ def leaves(synset) -> tuple[torch.Tensor, torch.Tensor | None]:
     return groups["images"][0], (groups["labels"][0] if "labels" in groups else None)
 
 
-def ours(mode: str, soft=False, learn_labels=False, poster=False, **kw):
+def ours(mode: str, soft=False, learn_labels=False, poster=False, lanes=1, **kw):
     flat, synset, aug, plans, theta0, target = setup(soft, learn_labels, poster=poster)
     lr = PositiveScalar(0.05, dtype=DT)
-    loss = MATCHERS[mode](Student(flat, synset, aug), plans, theta0, target, lr, **kw)
+    loss = MATCHERS[mode](Student(flat, synset, aug, lanes=lanes), plans, theta0, target, lr, **kw)
     images, labels = leaves(synset)
     grads = [images.grad.clone(), (lr.log.grad / lr.value).detach()]  # dL/dX, dL/dalpha
     if learn_labels:
@@ -176,16 +176,21 @@ def test_compiled_steps_give_the_same_gradient(mode, learn_labels):
         assert rel_err(a, b) < 1e-10
 
 
+def record_lanes(monkeypatch) -> list[int]:
+    """The thread counts TESLA's pass 2 asks `side_by_side_threads` for, one entry per call."""
+    import tesla_podd.algorithms.matching as matching
+
+    used, real = [], matching.side_by_side_threads
+    monkeypatch.setattr(matching, "side_by_side_threads", lambda f, parts, n: used.append(n) or real(f, parts, n))
+    return used
+
+
 @pytest.mark.parametrize("lanes", [2, 3, 7])  # 7 > STEPS: one chunk per step
 @pytest.mark.parametrize("poster,learn_labels", [(False, False), (True, True)], ids=["pixels", "poster"])
 def test_tesla_pass2_side_by_side_equals_the_reference(lanes, poster, learn_labels, monkeypatch):
     """algorithm.lanes: pass 2 in contiguous chunks of steps on threads (each from theta at its first step,
     kept by pass 1; each eager lane on its own copy of the network) gives TESLA's gradient."""
-    import tesla_podd.algorithms.matching as matching
-
-    used = []
-    real = matching.side_by_side_threads
-    monkeypatch.setattr(matching, "side_by_side_threads", lambda f, parts, n: used.append(n) or real(f, parts, n))
+    used = record_lanes(monkeypatch)
     threads = torch.get_num_threads()
     soft = not learn_labels  # soft teacher labels replace the set's own, learned ones
     loss, grads = ours("tesla", soft=soft, learn_labels=learn_labels, poster=poster, lanes=lanes)
@@ -200,18 +205,14 @@ def test_tesla_pass2_side_by_side_equals_the_reference(lanes, poster, learn_labe
 def test_compiled_tesla_pass2_side_by_side(monkeypatch):
     """Compiled lanes: the first iteration compiles with its chunks one after another (never two threads
     compiling, never eager torch.func on threads), later ones side by side; both give TESLA's gradient."""
-    import tesla_podd.algorithms.matching as matching
-
-    used = []
-    real = matching.side_by_side_threads
-    monkeypatch.setattr(matching, "side_by_side_threads", lambda f, parts, n: used.append(n) or real(f, parts, n))
+    used = record_lanes(monkeypatch)
     flat, synset, aug, plans, theta0, target = setup(True)
     student = Student(flat, synset, aug, compiled=True, lanes=2)
     _, ref = reference(detach_thetas=True, soft=True)
     for _ in range(2):
         lr = PositiveScalar(0.05, dtype=DT)
         synset.images.grad = None
-        MATCHERS["tesla"](student, plans, theta0, target, lr, lanes=2)
+        MATCHERS["tesla"](student, plans, theta0, target, lr)
         got = [synset.images.grad, lr.log.grad / lr.value]
         for a, b in zip(got, ref):
             assert rel_err(a, b) < 1e-10

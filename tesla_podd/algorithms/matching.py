@@ -49,8 +49,8 @@ class Student:
     the double backward becomes one traced graph that inductor fuses (~1.8x per pass-2 step on CPU). The
     synthetic batch (sampling, augmentation) stays eager, so gradients reach pixels or posters as before.
 
-    `lanes > 1` prepares TESLA's pass 2 for threads: compiled functions are built GIL-free (inductor's C++
-    wrapper), and `lane_students` gives each further lane its own copy of the network."""
+    `lanes > 1` runs TESLA's pass 2 in that many chunks on threads: compiled functions are built GIL-free
+    (inductor's C++ wrapper), and `lane_students` gives each further lane its own copy of the network."""
 
     def __init__(self, flat_model, synset, augment, compiled: bool = False, lanes: int = 1):
         self.flat, self.synset, self.augment = flat_model, synset, augment
@@ -165,10 +165,10 @@ def match_unrolled(student: Student, plans: list[StepPlan], theta0, target, lr: 
     return loss.item()
 
 
-def match_tesla(student: Student, plans: list[StepPlan], theta0, target, lr: PositiveScalar, lanes: int = 1) -> float:
+def match_tesla(student: Student, plans: list[StepPlan], theta0, target, lr: PositiveScalar) -> float:
     alpha = lr.value.detach()
     leaves = learnable_tensors(student.synset)
-    n_chunks = max(1, min(lanes, len(plans)))
+    n_chunks = max(1, min(student.lanes, len(plans)))  # pass-2 chunks: the student's lanes
     bounds = [round(c * len(plans) / n_chunks) for c in range(n_chunks + 1)]
     # Pass 1, no graph: theta_N and G = sum_i g_i; theta at each pass-2 chunk's first step.
     theta, grad_sum, chunk_starts = theta0.detach().clone(), torch.zeros_like(theta0), []

@@ -55,8 +55,8 @@ class TrajectoryMatching:
                               "`algorithm.grad_mode` tesla or exact, not unrolled (which keeps the graph across "
                               "all steps): set algorithm.grad_mode=exact for the same gradient as unrolled.")
         # TESLA's pass 2 in chunks side by side on CPU threads (exact and unrolled are sequential in the steps).
-        self.lanes = resolve_lanes(acfg.get("lanes", "auto"), res.device) if self.mode == "tesla" else 1
-        self.student = Student(self.flat, synset, res.augment, compiled=bool(acfg.compile), lanes=self.lanes)
+        lanes = resolve_lanes(acfg.get("lanes", "auto"), res.device) if self.mode == "tesla" else 1
+        self.student = Student(self.flat, synset, res.augment, compiled=bool(acfg.compile), lanes=lanes)
         self.lr = PositiveScalar(float(acfg.lr_teacher), device=res.device)
         self.teacher = None  # flat parameters of the last labelling expert (for the saved soft labels)
 
@@ -99,7 +99,7 @@ class TrajectoryMatching:
             teacher = traj[-1].to(dev, torch.float32)
         self.teacher = teacher
         plans = self._plans(gen, teacher)
-        extra = {"exact": {"keep_every": self.keep_every}, "tesla": {"lanes": self.lanes}}.get(self.mode, {})
+        extra = {"keep_every": self.keep_every} if self.mode == "exact" else {}
         loss = MATCHERS[self.mode](self.student, plans, theta0, target, self.lr, **extra)
         if not self.learn_lr:
             self.lr.log.grad = None

@@ -222,7 +222,7 @@ def main() -> None:
     p.add_argument("--device", default="cuda" if os.environ.get("CUDA_VISIBLE_DEVICES", "x") != "" else "cpu")
     p.add_argument("--syn-steps", default="1,10,20,50,100")
     p.add_argument("--modes", default="unrolled,tesla,exact",
-                   help="grad modes; also `tesla_lanes` = tesla with pass 2 side by side (algorithm.lanes = threads)")
+                   help="grad modes; also `tesla_lanes` = tesla on lanes (algorithm.lanes = threads)")
     p.add_argument("--num-images", type=int, default=100)
     p.add_argument("--batch-syn", type=int, default=100)
     p.add_argument("--classes", type=int, default=10)

@@ -357,7 +357,7 @@ def main() -> None:
                    help="grad modes; `baseline` = tesla as before the speed work; `tesla_avgpool2d` = only its "
                         "pooling; also `tesla_compiled,exact_compiled` = algorithm.compile=true (1-2 min of "
                         "compiling each, reported apart; not in the default set, to keep `make bench` short); "
-                        "`tesla_lanes,tesla_compiled_lanes` = pass 2 side by side (algorithm.lanes = --threads)")
+                        "`tesla_lanes,tesla_compiled_lanes` = tesla on lanes (algorithm.lanes = --threads)")
     p.add_argument("--iters", type=int, default=2, help="timed matching iterations per point (median)")
     p.add_argument("--warmup", type=int, default=0, help="untimed matching iterations first")
     p.add_argument("--eval-k", default="1,5,8", help="numbers of evaluation networks ('' to skip)")

@@ -1,8 +1,8 @@
 """Lanes: independent pieces of CPU work side by side on Python threads, one intra-op thread each.
 
 On a small CPU a small ConvNet keeps two cores only ~70% busy (README Benchmarks), so independent work
-(evaluation networks, TESLA's pass-2 chunks) finishes sooner side by side. Each piece does the same
-arithmetic as alone at one thread, so its result is the same bit for bit."""
+(evaluation networks, TESLA's pass-2 chunks and pass-1 batch parts) finishes sooner side by side. Each piece does
+the same arithmetic as alone at one thread, so its result is the same bit for bit."""
 
 from __future__ import annotations
 

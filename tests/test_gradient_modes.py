@@ -176,12 +176,14 @@ def test_compiled_steps_give_the_same_gradient(mode, learn_labels):
         assert rel_err(a, b) < 1e-10
 
 
-def record_lanes(monkeypatch) -> list[int]:
-    """The thread counts TESLA's pass 2 asks `side_by_side_threads` for, one entry per call."""
+def record_lanes(monkeypatch) -> list[tuple[int, int]]:
+    """(parts, threads) of each `side_by_side_threads` call: one per pass-1 step (the batch's parts), then pass 2
+    (its chunks of steps)."""
     import tesla_podd.algorithms.matching as matching
 
     used, real = [], matching.side_by_side_threads
-    monkeypatch.setattr(matching, "side_by_side_threads", lambda f, parts, n: used.append(n) or real(f, parts, n))
+    monkeypatch.setattr(matching, "side_by_side_threads",
+                        lambda f, parts, n: used.append((len(parts), n)) or real(f, parts, n))
     return used
 
 
@@ -189,22 +191,24 @@ def record_lanes(monkeypatch) -> list[int]:
 @pytest.mark.parametrize("poster,learn_labels", [(False, False), (True, True)], ids=["pixels", "poster"])
 def test_tesla_pass2_side_by_side_equals_the_reference(lanes, poster, learn_labels, monkeypatch):
     """algorithm.lanes: pass 2 in contiguous chunks of steps on threads (each from theta at its first step,
-    kept by pass 1; each eager lane on its own copy of the network) gives TESLA's gradient."""
+    kept by pass 1; each eager lane on its own copy of the network), and each pass-1 step's batch in parts on
+    threads (7 lanes > BATCH: one image each), gives TESLA's gradient."""
     used = record_lanes(monkeypatch)
     threads = torch.get_num_threads()
     soft = not learn_labels  # soft teacher labels replace the set's own, learned ones
     loss, grads = ours("tesla", soft=soft, learn_labels=learn_labels, poster=poster, lanes=lanes)
     ref_loss, ref = reference(detach_thetas=True, soft=soft, learn_labels=learn_labels, poster=poster)
-    assert used == [min(lanes, STEPS)], "the chunks ran side by side"
+    parts = min(lanes, BATCH)
+    assert used == [(parts, parts)] * STEPS + [(min(lanes, STEPS),) * 2], "pass 1's parts, pass 2's chunks side by side"
     assert torch.get_num_threads() == threads, "the caller's thread count is restored"
     assert abs(loss - ref_loss) < 1e-12
     for a, b in zip(grads, ref):
         assert rel_err(a, b) < 1e-10
 
 
-def test_compiled_tesla_pass2_side_by_side(monkeypatch):
-    """Compiled lanes: the first iteration compiles with its chunks one after another (never two threads
-    compiling, never eager torch.func on threads), later ones side by side; both give TESLA's gradient."""
+def two_compiled_lane_iterations(monkeypatch) -> tuple[Student, list[tuple[int, int]]]:
+    """Two TESLA iterations of a compiled Student on 2 lanes, each checked against the autograd reference; returns
+    the Student and its `record_lanes` entries."""
     used = record_lanes(monkeypatch)
     flat, synset, aug, plans, theta0, target = setup(True)
     student = Student(flat, synset, aug, compiled=True, lanes=2)
@@ -213,7 +217,31 @@ def test_compiled_tesla_pass2_side_by_side(monkeypatch):
         lr = PositiveScalar(0.05, dtype=DT)
         synset.images.grad = None
         MATCHERS["tesla"](student, plans, theta0, target, lr)
-        got = [synset.images.grad, lr.log.grad / lr.value]
-        for a, b in zip(got, ref):
+        for a, b in zip([synset.images.grad, lr.log.grad / lr.value], ref):
             assert rel_err(a, b) < 1e-10
-    assert used == [1, 2]
+    return student, used
+
+
+def test_compiled_tesla_pass2_side_by_side(monkeypatch):
+    """Compiled lanes: the first iteration compiles with its pass-1 parts and pass-2 chunks one after another
+    (never two threads compiling, never eager torch.func on threads), later ones side by side; both give TESLA's
+    gradient."""
+    _, used = two_compiled_lane_iterations(monkeypatch)
+    first, second = [(2, 1)] * STEPS + [(2, 1)], [(2, 2)] * STEPS + [(2, 2)]  # pass 1's steps, then pass 2
+    assert used == first + second
+
+
+def test_compiled_lanes_thread_after_a_failed_compile(monkeypatch):
+    """A machine that cannot compile (no C++ toolchain) gets the warning, then plain autograd steps, which lanes
+    run side by side from the second iteration on (eager torch.func would crash on threads)."""
+    from tesla_podd import compiling
+
+    def broken_compile(fn, backend, options=None):
+        def call(*args, **kwargs):
+            raise RuntimeError("fatal error: Python.h: No such file or directory")
+        return call
+
+    monkeypatch.setattr(compiling.torch, "compile", broken_compile)
+    student, used = two_compiled_lane_iterations(monkeypatch)
+    assert not student.compiled
+    assert used[STEPS + 1:] == [(2, 2)] * (STEPS + 1), "the second iteration ran side by side"

@@ -81,7 +81,7 @@ def _cmd(tmp_path, run_dir, *extra):
             f"paths.output_root={tmp_path}/outputs", f"hydra.run.dir={run_dir}", *extra]
 
 
-@pytest.mark.parametrize("lanes", [1, 2])  # 2: TESLA's pass 2 in two chunks on threads (algorithm.lanes)
+@pytest.mark.parametrize("lanes", [1, 2])  # 2: TESLA's passes on two threads (algorithm.lanes)
 def test_resume_after_sigkill_equals_uninterrupted(with_buffer, tmp_path, lanes):
     env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
     killed = tmp_path / "killed"

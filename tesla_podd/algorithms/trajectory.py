@@ -54,7 +54,7 @@ class TrajectoryMatching:
             raise ConfigError("`algorithm.compile=true` compiles one student step at a time, so it needs "
                               "`algorithm.grad_mode` tesla or exact, not unrolled (which keeps the graph across "
                               "all steps): set algorithm.grad_mode=exact for the same gradient as unrolled.")
-        # TESLA's pass 2 in chunks side by side on CPU threads (exact and unrolled are sequential in the steps).
+        # TESLA's pass 2 in chunks side by side on CPU threads, pass 1's batches in parts (exact, unrolled: one lane).
         lanes = resolve_lanes(acfg.get("lanes", "auto"), res.device) if self.mode == "tesla" else 1
         self.student = Student(self.flat, synset, res.augment, compiled=bool(acfg.compile), lanes=lanes)
         self.lr = PositiveScalar(float(acfg.lr_teacher), device=res.device)

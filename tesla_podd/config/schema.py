@@ -199,7 +199,7 @@ class TrajectoryConfig:
     learn_lr: bool = required()
     exact_keep_every: int = num(0, ge=0)
     compile: bool = False
-    lanes: int | Literal["auto"] = positive("auto")  # tesla: pass-2 chunks side by side; auto: CPU threads
+    lanes: int | Literal["auto"] = positive("auto")  # tesla: both passes side by side; auto: CPU threads
 
 
 @dataclass(kw_only=True)

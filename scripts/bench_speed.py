@@ -200,7 +200,16 @@ def run_point(args, kind: str, spec: list[str]) -> dict:
 
 
 def _find(rows, **kw):
-    return next((r for r in rows if all(r.get(k) == v for k, v in kw.items()) and "error" not in r), None)
+    """The point matching kw. A point measured more than once (a mode repeated in --modes, interleaved with the
+    others) gives the mean of each figure over its repeats, so the ratios use every repeat, not the first."""
+    hits = [r for r in rows if all(r.get(k) == v for k, v in kw.items()) and "error" not in r]
+    if len(hits) < 2:
+        return hits[0] if hits else None
+    merged = {**hits[0], "repeats": len(hits)}
+    for k, v in hits[0].items():
+        if isinstance(v, float) and all(isinstance(h.get(k), float) for h in hits):
+            merged[k] = sum(h[k] for h in hits) / len(hits)
+    return merged
 
 
 def summarize(rows: list[dict]) -> dict:

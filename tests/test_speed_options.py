@@ -98,3 +98,22 @@ def test_a_failed_compile_falls_back_to_eager_with_a_warning(monkeypatch, caplog
         assert step(torch.tensor(1)).item() == 2
     assert step.state == "eager" and "Python.h" in caplog.text
     assert step(torch.tensor(2)).item() == 3  # stays eager, no second attempt
+
+
+def test_bench_speed_ratios_use_every_repeat(monkeypatch):
+    """A mode repeated in --modes (interleaved with the baseline) counts with all its repeats in the ratios."""
+    from conftest import REPO
+
+    monkeypatch.syspath_prepend(str(REPO / "scripts"))
+    import bench_speed
+
+    def point(mode, wall, cpu):
+        return {"kind": "matching", "grad_mode": mode, "syn_steps": 50, "ipc": 1, "sec_per_iter": wall,
+                "cpu_sec_per_iter": cpu, "lanes": 1}
+
+    rows = [point("baseline", 12.0, 20.0), point("tesla_compiled_lanes", 6.0, 10.0),
+            point("baseline", 8.0, 16.0), point("tesla_compiled_lanes", 4.0, 8.0)]
+    ratios = bench_speed.summarize(rows)
+    assert ratios["baseline_over_tesla_compiled_lanes_sec_per_iter_ipc1_n50"] == 2.0  # 10 s / 5 s, not 12 / 6
+    assert ratios["baseline_over_tesla_compiled_lanes_cpu_sec_per_iter_ipc1_n50"] == 2.0  # 18 / 9
+    assert bench_speed._find(rows, grad_mode="baseline")["repeats"] == 2

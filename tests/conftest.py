@@ -62,6 +62,19 @@ def run_killed_then_resumed(make_cfg, overrides, run_dir: Path, monkeypatch, at:
     run(make_cfg(*overrides, "resume=true"), run_dir=run_dir)
 
 
+@pytest.fixture
+def no_compiler(monkeypatch):
+    """torch.compile as on a machine without Python headers: every compiled call fails."""
+    from tesla_podd import compiling
+
+    def broken_compile(fn, backend, options=None):
+        def call(*args, **kwargs):
+            raise RuntimeError("fatal error: Python.h: No such file or directory")
+        return call
+
+    monkeypatch.setattr(compiling.torch, "compile", broken_compile)
+
+
 def run_cli(*args: str, cwd: Path = REPO, timeout: int = 300, env_extra: dict | None = None):
     """`python -m tesla_podd.train args...` as a user would run it; returns CompletedProcess."""
     env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}

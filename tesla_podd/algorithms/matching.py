@@ -109,7 +109,7 @@ class Student:
         ~70% busy. A split seen for the first time runs its parts one after another (it compiles)."""
         n = x.shape[0]
         parts = min(self.lanes, n)
-        bounds = [round(k * n / parts) for k in range(parts + 1)]
+        bounds = _contiguous_bounds(n, parts)
         sizes = tuple(hi - lo for lo, hi in zip(bounds[:-1], bounds[1:]))
         students = self.lane_students(parts)
 
@@ -158,6 +158,11 @@ class Student:
                                              f"the student step's {'gradient' if kind == 'grad' else 'VJP'}",
                                              gil_free=self.lanes > 1)
         return self._fns[key]
+
+
+def _contiguous_bounds(n: int, parts: int) -> list[int]:
+    """Start of each of `parts` near-equal contiguous pieces of range(n), then n (pass-2 chunks, pass-1 batch parts)."""
+    return [round(k * n / parts) for k in range(parts + 1)]
 
 
 def _compiled_layout(x: torch.Tensor) -> torch.Tensor:
@@ -215,7 +220,7 @@ def match_tesla(student: Student, plans: list[StepPlan], theta0, target, lr: Pos
     alpha = lr.value.detach()
     leaves = learnable_tensors(student.synset)
     n_chunks = max(1, min(student.lanes, len(plans)))  # pass-2 chunks: the student's lanes
-    bounds = [round(c * len(plans) / n_chunks) for c in range(n_chunks + 1)]
+    bounds = _contiguous_bounds(len(plans), n_chunks)
     # Pass 1, no graph: theta_N and G = sum_i g_i; theta at each pass-2 chunk's first step.
     theta, grad_sum, chunk_starts = theta0.detach().clone(), torch.zeros_like(theta0), []
     for i, plan in enumerate(plans):

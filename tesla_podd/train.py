@@ -24,6 +24,7 @@ from .algorithms import ALGORITHMS
 from .config import validate_config
 from .config.validate import suggest_override_keys
 from .errors import UserError
+from .numerics import apply_numerics, device_info
 from .seeding import seed_everything
 from .stages import STAGES
 from .stages.context import RunContext, resolve_device
@@ -53,10 +54,19 @@ def _git_sha() -> str | None:
         return None
 
 
-def write_meta(run_dir: Path, device: torch.device) -> None:
+def write_meta(run_dir: Path, device: torch.device, numerics: dict | None = None,
+               cfg: DictConfig | None = None) -> None:
+    """meta.json: versions, host, argv, and the device and numerics this run ran with (GPU, driver, CUDA, cuDNN,
+    TF32 / cuDNN autotuning / deterministic kernels, torch.compile switches)."""
+    compiled = None
+    if cfg is not None:
+        a = cfg.algorithm
+        compiled = {"algorithm": bool(a.get("compile", False)), "algorithm_mode": a.get("compile_mode"),
+                    "buffer": bool(cfg.buffer.get("compile", False))}
     atomic.write_json({"version": __version__, "git": _git_sha(), "torch": torch.__version__,
-                       "cuda": torch.version.cuda, "device": str(device), "host": platform.node(),
-                       "python": sys.version.split()[0], "argv": sys.argv}, run_dir / "meta.json")
+                       "device": str(device), **device_info(device), "numerics": numerics, "compile": compiled,
+                       "host": platform.node(), "python": sys.version.split()[0], "argv": sys.argv},
+                      run_dir / "meta.json")
 
 
 def run(cfg: DictConfig, run_dir: str | Path | None = None) -> float | None:
@@ -67,10 +77,11 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> float | None:
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic.clean_orphans(run_dir)  # temp files a killed run left beside its outputs
     device = resolve_device(cfg.device)
+    numerics = apply_numerics(cfg.get("precision", "tf32"), bool(cfg.get("deterministic", False)), device)
     seed_everything(cfg.seed)
     if cfg.num_threads is not None:
         torch.set_num_threads(int(cfg.num_threads))
-    write_meta(run_dir, device)
+    write_meta(run_dir, device, numerics, cfg)
     tracker = Tracker.start(cfg, run_dir, stages_to_run(cfg))
     ctx = RunContext(cfg=cfg, run_dir=run_dir, device=device, tracker=tracker)
     try:

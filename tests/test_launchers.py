@@ -54,6 +54,7 @@ def test_submitit_local_without_gpus_refuses_device_auto(tmp_path):
 
 def test_gpus_requested_but_none_visible_is_a_clear_error(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(devices, "nvidia_driver", lambda: None)  # no NVIDIA device on this machine either
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     with pytest.raises(ConfigError, match=r"GPUs were requested \(`device=cuda`\).*sees none.*`device=cpu`"):
         resolve_device("cuda", JobInfo())

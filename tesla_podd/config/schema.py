@@ -302,6 +302,8 @@ class RunConfig:
     seed: int = num(ge=0)
     stages: list[Literal["buffer", "distill", "eval"]] = listed()
     device: str = required()
+    precision: Literal["tf32", "fp32"] = "tf32"  # CUDA float32 matmuls/convolutions: TF32 tensor cores or full fp32
+    deterministic: bool = False  # deterministic kernels (CUDA bit-exact resume; slower)
     num_threads: int | None = positive(None)
     resume: bool | Literal["auto"] = required()
     resume_dir: str | None = None

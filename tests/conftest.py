@@ -84,6 +84,18 @@ def run_cli(*args: str, cwd: Path = REPO, timeout: int = 300, env_extra: dict | 
                           capture_output=True, text=True, timeout=timeout)
 
 
+def pytest_collection_modifyitems(config, items):
+    """`gpu`-marked tests skip, each with the reason, where torch sees no CUDA device (so `make test-all` passes on
+    a CPU-only machine and the same tests run on a GPU one)."""
+    if torch.cuda.is_available():
+        return
+    why = pytest.mark.skip(reason=f"needs a CUDA device: torch {torch.__version__} (CUDA build "
+                                  f"{torch.version.cuda or 'none'}) sees none here")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(why)
+
+
 @pytest.fixture(autouse=True)
 def _clear_hydra():
     yield

@@ -12,7 +12,8 @@ As the users use it:
   (artifact with synset.pt + picture) -> eval table (artifact + `eval/table`, one row per network and
   architecture). Online, a run that reads a buffer or a synset marks it as its input; offline (W&B cannot
   use artifacts there) the input is recorded in the output artifact's metadata instead.
-- Offline runs land in `<run dir>/wandb/offline-run-*`; upload them later with `wandb sync <that folder>`."""
+- Offline runs land in `<run dir>/wandb/offline-run-*`; upload them later with `wandb sync <that folder>`.
+- Whatever the mode, every metric logged also lands in `<run dir>/metrics.csv` (metrics_file.py)."""
 
 from __future__ import annotations
 
@@ -29,6 +30,8 @@ from omegaconf import OmegaConf
 
 from . import atomic
 from .errors import check_choice
+from .metrics_file import FILENAME as METRICS_FILENAME
+from .metrics_file import MetricsFile
 
 log = logging.getLogger(__name__)
 MODES = ("online", "offline", "disabled")
@@ -81,16 +84,18 @@ def artifact_name(*parts: str) -> str:
 
 
 class Tracker:
-    def __init__(self, run=None, offline: bool = False):
+    def __init__(self, run=None, offline: bool = False, metrics: MetricsFile | None = None):
         self.run = run
         self.offline = offline
+        self.metrics = metrics  # metrics.csv of the run dir: the curves without W&B
 
     @classmethod
     def start(cls, cfg, run_dir: str | Path, stages=None) -> Tracker:
         wcfg = cfg.wandb
         mode = resolve_mode(wcfg.mode)
+        metrics = MetricsFile(Path(run_dir) / METRICS_FILENAME)
         if mode == "disabled":
-            return cls(None)
+            return cls(None, metrics=metrics)
         import wandb
 
         os.environ.setdefault("WANDB_SILENT", "true")
@@ -109,13 +114,15 @@ class Tracker:
             reinit="finish_previous",
             settings=wandb.Settings(init_timeout=60, console="off", silent=True),
         )
-        return cls(run, offline=mode == "offline")
+        return cls(run, offline=mode == "offline", metrics=metrics)
 
     @property
     def enabled(self) -> bool:
         return self.run is not None
 
     def log(self, metrics: dict, step: int | None = None) -> None:
+        if self.metrics is not None:
+            self.metrics.append(metrics, step)
         if self.run is not None:
             self.run.log(dict(metrics), step=step)
 

@@ -251,6 +251,7 @@ class DistillConfig:
     checkpoint_every: int = interval()
     image_every: int = interval()
     eval_every: int = interval()
+    select_every: int | None = interval(0)  # full evaluations over checkpoints (stages/selection.py); 0/None: off
     eval_at_start: bool = required()
     snapshot_every: int = interval()
     average_decay: float = fraction()
@@ -269,6 +270,7 @@ class EvalConfig:
     epochs: int = positive()
     steps: int = positive()
     eval_at: list[int] = listed()  # extra lengths where accuracies are measured (>= 1)
+    train_measure: int | Literal["all"] = num(0, ge=0)  # real train images measured per length (PoDD rule)
     schedule: Literal["mtt", "half", "constant"] = required()
     batch_size: int | None = positive(None)  # None: the whole set
     optimizer: Literal["sgd", "adam"] = required()

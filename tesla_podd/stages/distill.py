@@ -20,7 +20,7 @@ from ..pictures import save_synset_picture
 from ..seeding import generator
 from ..synset import build_synset
 from ..synset.file import SynsetFile
-from . import checkpoint
+from . import checkpoint, selection
 from .averaging import SetAverage
 from .divergence import DistillDiverged, check_gradients, check_values, real_bound, tensor_roles
 from .evaluate import evaluate_synset
@@ -63,6 +63,7 @@ def run_distill(cfg, ctx) -> dict:
     if src is not None:
         start = checkpoint.apply(checkpoint.load(src, cfg, synset, ctx.device), synset, algo, opts, average)
         log.info("resumed from %s at iteration %d", src, start)
+        selection.finish_pending(cfg, ctx, start, int(algo.iterations))  # evaluations a killed run left undone
 
     def kept():  # the set that is saved and evaluated: the average when there is one
         return average.applied(synset) if average is not None else nullcontext(synset)
@@ -78,6 +79,8 @@ def run_distill(cfg, ctx) -> dict:
     if dcfg.eval_at_start and start == 0:  # the initial set, as the references evaluate at iteration 0
         quick_eval(0)
     total = int(algo.iterations)
+    select_every = int(dcfg.get("select_every") or 0)  # full evaluations over checkpoints (stages/selection.py)
+    selecting = select_every > 0
     base_lrs = [[g["lr"] for g in o.param_groups] for o in opts]  # this run's lrs (checkpoint.apply keeps them)
     bar = tqdm(range(start, total), desc=f"distill {cfg.algorithm.name}", initial=start, total=total,
                mininterval=2.0, disable=total == 0)
@@ -99,8 +102,15 @@ def run_distill(cfg, ctx) -> dict:
         if done % dcfg.log_every == 0 or done == total:
             ctx.tracker.log({f"distill/{k}": v for k, v in metrics.items()}, step=done)
             bar.set_postfix({k: f"{v:.4g}" for k, v in metrics.items() if k in ("loss", "syn_lr")}, refresh=False)
+        select = selecting and done % select_every == 0 and done < total  # the final set: the eval stage
+        if select:  # saved before the checkpoint of this iteration, so a resume can always finish its evaluation
+            with kept():
+                chosen = snapshot(synset, algo, ctx, cfg, done)
+            selection.save_checkpoint_set(chosen, ctx, done)
         if dcfg.checkpoint_every and (done % dcfg.checkpoint_every == 0 or done == total):
             checkpoint.save(ckpt_path, done, cfg, synset, algo, opts, average)
+        if select:
+            selection.evaluate_checkpoint(cfg, ctx, done, chosen)
         if dcfg.image_every and done % dcfg.image_every == 0:
             with kept():
                 png = save_synset_picture(synset, ctx.preprocess, ctx.real.class_names, ctx.run_dir / "progress.png")

@@ -23,6 +23,7 @@ from ..lanes import resolve_lanes
 from ..models import canonical_name
 from ..pictures import grid_columns, save_image_grid
 from ..synset.file import SynsetFile
+from .selection import add_checkpoint_rules, checkpoint_record, finished_checkpoints
 
 log = logging.getLogger(__name__)
 
@@ -86,35 +87,59 @@ def _synset_sha1(syn: SynsetFile) -> str:
     return h.hexdigest()[:16]
 
 
+def eval_plan(cfg, ctx, syn: SynsetFile, specs: dict):
+    """The protocol for `syn` and everything a unit's result depends on (a stored unit made under another
+    plan is never reused)."""
+    proto = resolve_protocol(cfg.eval, syn.lr, int(syn.images.shape[0]), _augment_name(cfg))
+    val_size = 0 if ctx.real.val_x is None else int(ctx.real.val_x.shape[0])
+    plan = {"seed": int(cfg.seed), "architectures": list(specs), "num_models": int(cfg.eval.num_models),
+            "protocol": proto.as_dict(), "synset_sha1": _synset_sha1(syn), "val_size": val_size,
+            "dataset": ctx.real.name}
+    train_count = cfg.eval.get("train_measure", 0)
+    if train_count:  # only then: units stored before the option existed keep matching
+        plan["train_measure"] = train_count
+    return proto, plan
+
+
+def run_plan(cfg, ctx, syn: SynsetFile, specs: dict, folder: Path, select=None, progress: bool = True):
+    """Train the units of `select` (null: all) that `folder` does not hold yet, storing each as it finishes.
+    Returns (protocol, plan, every unit's stored result or None while some are missing)."""
+    proto, plan = eval_plan(cfg, ctx, syn, specs)
+    units = plan_units(list(specs), int(cfg.eval.num_models))
+    todo = missing_units(folder, select_units(units, select), plan)
+    if todo:
+        log.info("eval: %d unit(s) to run of %d (%s)", len(todo), len(units), ", ".join(u.file_name for u in todo))
+        # Each unit is stored the moment it is trained: a job killed mid-way reruns only what it had not finished.
+        measure = measure_sets(syn, ctx, True, plan.get("train_measure"))
+        run_units(todo, specs, syn, proto, _augment(cfg, ctx), measure, int(cfg.seed), "eval", ctx.device,
+                  _batched(cfg, ctx), ctx.real.num_classes, progress,
+                  lanes=_lanes(cfg, ctx), on_done=lambda u, result: write_unit(folder, u, plan, result))
+    if missing_units(folder, units, plan):
+        return proto, plan, None
+    return proto, plan, require_all(folder, units, plan)
+
+
 def run_eval(cfg, ctx) -> dict:
     ecfg = cfg.eval
+    own = not ecfg.synset_path
     path = Path(ecfg.synset_path) if ecfg.synset_path else ctx.run_dir / "synset.pt"
     out_dir = Path(ecfg.output_dir) if ecfg.output_dir else ctx.run_dir
     syn = SynsetFile.load(path)
     _check_classes(syn, ctx.real)
     specs = architectures(cfg)
     check_architectures(specs, syn, ctx.real.num_classes)
-    proto = resolve_protocol(ecfg, syn.lr, int(syn.images.shape[0]), _augment_name(cfg))
-    val_size = 0 if ctx.real.val_x is None else int(ctx.real.val_x.shape[0])
-    units = plan_units(list(specs), int(ecfg.num_models))
-    # Everything a unit's result depends on: a stored unit made under another plan is never reused.
-    plan = {"seed": int(cfg.seed), "architectures": list(specs), "num_models": int(ecfg.num_models),
-            "protocol": proto.as_dict(), "synset_sha1": _synset_sha1(syn), "val_size": val_size,
-            "dataset": ctx.real.name}
     folder = out_dir / UNITS_DIR
-    if not ecfg.merge:
-        todo = missing_units(folder, select_units(units, ecfg.units), plan)
-        if todo:
-            log.info("eval: %d unit(s) to run of %d (%s)", len(todo), len(units), ", ".join(u.file_name for u in todo))
-            # Each unit is stored the moment it is trained: a job killed mid-way reruns only what it had not finished.
-            run_units(todo, specs, syn, proto, _augment(cfg, ctx), measure_sets(syn, ctx), int(cfg.seed), "eval",
-                      ctx.device, _batched(cfg, ctx), ctx.real.num_classes, lanes=_lanes(cfg, ctx),
-                      on_done=lambda u, result: write_unit(folder, u, plan, result))
-        if missing_units(folder, units, plan):
+    units = plan_units(list(specs), int(ecfg.num_models))
+    if ecfg.merge:
+        proto, plan = eval_plan(cfg, ctx, syn, specs)
+    else:
+        proto, plan, done_units = run_plan(cfg, ctx, syn, specs, folder, ecfg.units)
+        if done_units is None:
             done = len(units) - len(missing_units(folder, units, plan))
             log.info("eval: %d of %d units done in %s; eval.json is written when all are", done, len(units), folder)
             print(f"eval units: {done}/{len(units)} done in {folder}", flush=True)
             return {"eval/units_done": done}
+    val_size = plan["val_size"]
     stored = require_all(folder, units, plan)
     by_arch: dict[str, list[dict]] = {a: [] for a in specs}
     for r in stored:
@@ -126,6 +151,11 @@ def run_eval(cfg, ctx) -> dict:
         header["poster"] = {k: syn.extra[k] for k in ("poster_hw", "class_grid", "patch_grid", "num_patches",
                                                       "effective_ipc", "labels") if k in syn.extra}
     report = build_report(by_arch, specs, proto.as_dict(), header)
+    # The set's distillation checkpoints (distill.select_every) and the rules over them; the final set is one.
+    first = next(iter(specs))
+    final_record = checkpoint_record(int(syn.meta.get("iterations", 0) or 0), path.name, report["architectures"][first])
+    earlier = finished_checkpoints(cfg, ctx, {first: specs[first]}, syn) if own else []
+    add_checkpoint_rules(report, earlier + [final_record], ctx.run_dir if own else None, path)
     atomic.write_json(report, out_dir / "eval.json")
     _publish(report, syn, ctx, out_dir)
     return {"eval/acc_mean": report["mean"], "eval/acc_std": report["std"]}

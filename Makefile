@@ -6,7 +6,7 @@ DATA ?= data
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-all lint smoke buffers results bench clean-outputs
+.PHONY: help install demo test test-all lint smoke buffers results plots bench clean-outputs
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
@@ -39,6 +39,9 @@ buffers: install ## expert trajectories only: make buffers ARGS="dataset=cifar10
 
 results: install ## markdown table of every eval.json under outputs/ beside the papers' figures
 	$(PY) scripts/collect_results.py outputs
+
+plots: install ## overlay the curves of runs: make plots RUNS="outputs/multirun/<time>" (or several run folders)
+	$(PY) scripts/plot_runs.py $(RUNS) $(ARGS)
 
 bench: install ## speed benchmark, CPU, 2 threads (<=15 min on idle cores): docs/bench/speed_cpu.{json,png}
 	$(PY) scripts/bench_speed.py --device cpu --threads 2 --json docs/bench/speed_cpu.json \

@@ -1,5 +1,5 @@
-"""Every picture the runner draws: PNG grids of synthetic images (de-whitened, one row per class) and
-posters with their class grid."""
+"""Every picture the runner draws: PNG grids of synthetic images (de-whitened, one row per class),
+posters with their class grid, and (through `save_figure`) the matplotlib curves of curves.py."""
 
 from __future__ import annotations
 
@@ -21,6 +21,13 @@ def save_png(pixels: torch.Tensor, path: str | Path) -> Path:
     arr = (pixels.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
     buf = io.BytesIO()
     Image.fromarray(arr).save(buf, format="PNG")
+    return atomic.write_bytes(buf.getvalue(), path)
+
+
+def save_figure(fig, path: str | Path, dpi: int = 110) -> Path:
+    """A matplotlib Figure -> PNG, atomically (a killed run never leaves half a picture)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
     return atomic.write_bytes(buf.getvalue(), path)
 
 

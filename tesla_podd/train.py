@@ -23,7 +23,9 @@ from . import __version__, atomic
 from .algorithms import ALGORITHMS
 from .config import validate_config
 from .config.validate import suggest_override_keys
+from .curves import plot_stage
 from .errors import UserError
+from .logs import bars_stay_whole
 from .numerics import apply_numerics, device_info
 from .seeding import seed_everything
 from .stages import STAGES
@@ -89,6 +91,7 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> float | None:
             log.info("stage %s", name)
             ctx.results.update(STAGES[name](cfg, ctx))
             tracker.record_stage(name, cfg, run_dir)  # W&B lineage: buffer -> synset -> eval table
+            plot_stage(name, cfg, run_dir)  # PNG curves from metrics.csv / eval.json, in plots/
         tracker.summary({k: v for k, v in ctx.results.items() if isinstance(v, (int, float))})
         atomic.write_text(json.dumps(ctx.results, indent=2, default=str) + "\n", run_dir / "results.json")
     finally:
@@ -104,7 +107,8 @@ def main(cfg: DictConfig) -> float | None:
     global _task_started
     _task_started = True
     try:
-        return run(cfg)
+        with bars_stay_whole():  # console log lines leave the progress bars whole (logs.py)
+            return run(cfg)
     except UserError as exc:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise

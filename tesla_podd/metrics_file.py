@@ -18,6 +18,8 @@ import io
 import time
 from pathlib import Path
 
+from . import atomic
+
 FILENAME = "metrics.csv"
 HEADER = ("step", "key", "value", "time")
 
@@ -54,6 +56,19 @@ class MetricsFile:
         with open(self.path, "a", encoding="utf-8") as f:  # append mode: one write, whole rows
             f.write(buf.getvalue())
             f.flush()
+
+
+def carry_over(src_dir: str | Path, dst_dir: str | Path) -> bool:
+    """A run resumed from another folder (`resume_dir`) starts its metrics.csv with the rows logged there, so
+    its curves begin at iteration 0. Only into a run folder that has no metrics.csv yet."""
+    src, dst = Path(src_dir) / FILENAME, Path(dst_dir) / FILENAME
+    if not src.is_file() or dst.exists() or src.resolve() == dst.resolve():
+        return False
+    data = src.read_bytes()
+    if data and not data.endswith(b"\n"):  # a line cut by a kill: keep the whole rows
+        data = data[: data.rfind(b"\n") + 1]
+    atomic.write_bytes(data, dst)
+    return True
 
 
 def read(path: str | Path) -> dict[str, list[tuple[int | None, float]]]:

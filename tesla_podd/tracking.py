@@ -31,7 +31,7 @@ from omegaconf import OmegaConf
 from . import atomic
 from .errors import check_choice
 from .metrics_file import FILENAME as METRICS_FILENAME
-from .metrics_file import MetricsFile
+from .metrics_file import MetricsFile, carry_over
 
 log = logging.getLogger(__name__)
 MODES = ("online", "offline", "disabled")
@@ -94,6 +94,8 @@ class Tracker:
         wcfg = cfg.wandb
         mode = resolve_mode(wcfg.mode)
         metrics = MetricsFile(Path(run_dir) / METRICS_FILENAME)
+        if cfg.get("resume") is not False and cfg.get("resume_dir") is not None:
+            carry_over(cfg.resume_dir, run_dir)  # the resumed run's curves start at its iteration 0
         if mode == "disabled":
             return cls(None, metrics=metrics)
         import wandb

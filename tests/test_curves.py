@@ -152,3 +152,34 @@ def test_console_log_lines_leave_the_bar_whole(monkeypatch):
     for h in logger.handlers:
         h.close()
     logger.handlers = []
+
+
+def test_a_run_resumed_from_another_folder_starts_with_its_rows(tmp_path):
+    from omegaconf import OmegaConf
+
+    old = metrics_file.MetricsFile(tmp_path / "old" / "metrics.csv")
+    old.append({"distill/loss": 3.0}, step=1)
+    with open(old.path, "a") as out:
+        out.write("2,distill/lo")  # the old run was killed mid-line
+
+    def cfg(resume):
+        return OmegaConf.create({"wandb": {"mode": "disabled"}, "seed": 0, "stages": ["distill"],
+                                 "resume": resume, "resume_dir": str(tmp_path / "old")})
+
+    tracker = tracking.Tracker.start(cfg(True), tmp_path / "new")
+    tracker.log({"distill/loss": 2.0}, step=2)
+    assert metrics_file.read(tmp_path / "new" / "metrics.csv") == {"distill/loss": [(1, 3.0), (2, 2.0)]}
+    tracking.Tracker.start(cfg(False), tmp_path / "fresh").log({"distill/loss": 9.0}, step=1)
+    assert metrics_file.read(tmp_path / "fresh" / "metrics.csv") == {"distill/loss": [(1, 9.0)]}
+
+
+def test_a_killed_run_keeps_what_it_logged(smoke_cfg, tmp_path, monkeypatch):
+    from conftest import run_killed_then_resumed
+
+    run_dir = tmp_path / "run"
+    overrides = ("method=tesla", "stages=[buffer,distill]", "distill.log_every=1", "distill.checkpoint_every=1")
+    run_killed_then_resumed(smoke_cfg, overrides, run_dir, monkeypatch, at=2)
+    with open(run_dir / "metrics.csv", newline="") as f:
+        steps = [int(r["step"]) for r in csv.DictReader(f) if r["key"] == "distill/loss"]
+    assert steps[:2] == [1, 2] and steps[2:] == [3, 4], "rows logged before the kill are kept, the rest appended"
+    assert [s for s, _ in metrics_file.read(run_dir / "metrics.csv")["distill/loss"]] == [1, 2, 3, 4]

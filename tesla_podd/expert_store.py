@@ -52,6 +52,8 @@ def buffer_key(cfg) -> dict:
         "weight_decay": float(b.weight_decay), "batch_size": int(b.batch_size),
         "train_epochs": int(b.train_epochs), "amp": b.amp, "seed": int(b.seed),
     }
+    if d.get("val_mode", "held_out") == "within_train":  # the experts see every train image: as val_size 0
+        key["val_size"], key["val_seed"] = 0, 0
     if d.zca != "none" and d.train_subset and d.get("zca_fit", "subset") != "subset":
         key["zca_fit"] = d.zca_fit  # only then: existing buffers keep their folder names
     if b.dtype != "float32":  # only then: float32 buffers keep the folder names they always had

@@ -135,3 +135,28 @@ def test_a_run_killed_inside_a_checkpoint_evaluation_finishes_only_the_missing_n
     assert writes == ["it_000001/convnet_0.json", "it_000001/convnet_1.json", "it_000002/convnet_0.json",
                       "it_000002/convnet_1.json", "r/convnet_0.json", "r/convnet_1.json"]
     assert [r["iteration"] for r in json.loads((run_dir / "eval.json").read_text())["checkpoints"]] == [1, 2, 3]
+
+
+def test_val_mode_within_train_keeps_the_train_set_whole_and_shares_the_whole_train_buffers(smoke_cfg):
+    import torch
+
+    from tesla_podd.data.real import RealData
+    from tesla_podd.data.split import split_validation
+    from tesla_podd.errors import ConfigError
+    from tesla_podd.expert_store import buffer_key
+
+    y = torch.arange(4).repeat(5)
+    data = RealData(name="d", train_x=torch.arange(20).view(20, 1, 1, 1).to(torch.uint8), train_y=y,
+                    test_x=torch.zeros(1, 1, 1, 1, dtype=torch.uint8), test_y=torch.zeros(1, dtype=torch.long),
+                    class_names=list("abcd"), mean=(0.5,), std=(0.5,))
+    held = split_validation(data, 8, seed=0)
+    within = split_validation(data, 8, seed=0, mode="within_train")
+    assert held.train_x.shape[0] == 12 and within.train_x.shape[0] == 20
+    assert torch.equal(held.val_x, within.val_x)  # the same validation images either way
+    assert set(within.val_x.flatten().tolist()) <= set(within.train_x.flatten().tolist())
+    assert not set(held.val_x.flatten().tolist()) & set(held.train_x.flatten().tolist())
+    with pytest.raises(ConfigError, match="dataset.val_mode"):
+        split_validation(data, 8, mode="carve")
+    whole = buffer_key(smoke_cfg("method=tesla", "dataset.val_size=0"))
+    assert buffer_key(smoke_cfg("method=tesla", "dataset.val_mode=within_train")) == whole
+    assert buffer_key(smoke_cfg("method=tesla")) != whole

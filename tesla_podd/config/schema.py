@@ -52,6 +52,7 @@ class DatasetConfig:
     subset_seed: int = num(0, ge=0)
     val_size: float = num(0, ge=0)  # a count, or a fraction in (0, 1); 0: no validation split
     val_seed: int = num(0, ge=0)
+    val_mode: Literal["held_out", "within_train"] = "held_out"  # within_train: train set whole, val for selection
 
 
 @dataclass(kw_only=True)

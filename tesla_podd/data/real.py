@@ -97,7 +97,8 @@ def load_real(dataset_cfg, cache_dir: str | Path) -> RealData:
     )
     _check_shapes(data, dataset_cfg)
     # Validation first, so that it is the same whatever train_subset is chosen afterwards.
-    data = split_validation(data, dataset_cfg.val_size, seed=int(dataset_cfg.val_seed))
+    data = split_validation(data, dataset_cfg.val_size, seed=int(dataset_cfg.val_seed),
+                            mode=str(dataset_cfg.get("val_mode", "held_out")))
     subset = dataset_cfg.train_subset
     if subset:
         pool = data.train_x

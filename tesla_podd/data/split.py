@@ -1,6 +1,8 @@
-"""Held-out validation split (issue 7 section 2): carved from the real training set before anything else
-sees it, so neither the buffer experts, the distillation's real batches nor the evaluation networks train
-on it. Evaluation uses it to pick a checkpoint without looking at the test set (`best_val` in eval.json)."""
+"""Validation split: by default (`dataset.val_mode=held_out`) carved from the real training set before
+anything else sees it, so neither the buffer experts, the distillation's real batches nor the evaluation
+networks train on it; with `within_train` drawn from the train set but left in it (the references' data).
+Evaluation uses it to pick a length and a checkpoint without looking at the test set (`best_val`,
+`val_selected_checkpoint` in eval.json)."""
 
 from __future__ import annotations
 
@@ -41,8 +43,20 @@ def validation_count(val_size, num_train: int) -> int:
     return int(value)
 
 
-def split_validation(data, val_size, seed: int = 0):
-    """`data` (a RealData) with `val_size` class-balanced train images moved to `val_x`/`val_y` (seeded)."""
+VAL_MODES = ("held_out", "within_train")
+
+
+def split_validation(data, val_size, seed: int = 0, mode: str = "held_out"):
+    """`data` (a RealData) with `val_size` class-balanced train images as `val_x`/`val_y` (seeded).
+
+    `dataset.val_mode`: held_out moves them out of the train set (nothing trains on them: an honest
+    selection); within_train copies them and leaves the train set whole, as the reference codes train
+    (experts, distillation, ZCA and the real init see every train image; the validation accuracy then
+    only ranks checkpoints, on images the distillation has seen, never on the test set)."""
+    if mode not in VAL_MODES:
+        raise ConfigError(f"`dataset.val_mode` is {mode!r}: use held_out (validation images removed from the train "
+                          "set before anything trains) or within_train (the train set stays whole; validation "
+                          "images are drawn from it for selection only).")
     n = data.train_y.numel()
     size = validation_count(val_size, n)
     if size < 0 or size >= n:
@@ -51,6 +65,10 @@ def split_validation(data, val_size, seed: int = 0):
     if size == 0:
         return data
     val = class_balanced_indices(data.train_y, data.num_classes, size, generator(seed, "val_split", data.name))
+    if mode == "within_train":
+        log.info("%s: %d train images also serve as the validation split (dataset.val_mode=within_train)",
+                 data.name, size)
+        return dataclasses.replace(data, val_x=data.train_x[val], val_y=data.train_y[val])
     keep = torch.ones(n, dtype=torch.bool)
     keep[val] = False
     train = torch.nonzero(keep).flatten()

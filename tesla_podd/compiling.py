@@ -2,7 +2,7 @@
 
 Inductor fuses the elementwise work (instance norm, ReLU, pooling and their backward passes) around the
 oneDNN/cuDNN convolutions; on a 2-core AVX2 CPU that made an expert step ~2x and a TESLA pass-2 step
-~1.8x faster (README Benchmarks). Without a compiler, `aot_eager` keeps the switch working (no speed-up)."""
+~1.8x faster (docs/benchmarks.md). Without a compiler, `aot_eager` keeps the switch working (no speed-up)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Lanes: independent pieces of CPU work side by side on Python threads, one intra-op thread each.
 
-On a small CPU a small ConvNet keeps two cores only ~70% busy (README Benchmarks), so independent work
+On a small CPU a small ConvNet keeps two cores only ~70% busy (docs/benchmarks.md), so independent work
 (evaluation networks, TESLA's pass-2 chunks and pass-1 batch parts) finishes sooner side by side. Each piece does
 the same arithmetic as alone at one thread, so its result is the same bit for bit."""
 

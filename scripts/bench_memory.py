@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -24,9 +25,46 @@ from pathlib import Path
 
 
 def median(xs: list[float]) -> float:
-    """The upper median (no averaging: always one measured value)."""
-    xs = sorted(xs)
-    return xs[len(xs) // 2]
+    """The median (of an even count: the mean of the two middle values)."""
+    return statistics.median(xs)
+
+
+def device_meta(device: str) -> dict:
+    """What a timing depends on beyond the code: the torch build and, on CUDA, the GPU, its driver, compute
+    capability, CUDA and cuDNN versions and the TF32 / cuDNN-benchmark switches (bench_speed and gpu_check use it)."""
+    import torch
+
+    meta = {"device": device, "torch": torch.__version__, "cuda_build": torch.version.cuda,
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(), "cpus": os.cpu_count()}
+    if not str(device).startswith("cuda") or not torch.cuda.is_available():
+        return meta
+    index = torch.device(device).index or 0
+    props = torch.cuda.get_device_properties(index)
+    meta.update(gpu=props.name, capability=f"{props.major}.{props.minor}",
+                gpu_memory_gib=round(props.total_memory / 2**30, 1), multiprocessors=props.multi_processor_count,
+                driver=nvidia_driver(), cudnn=torch.backends.cudnn.version(),
+                tf32_matmul=torch.backends.cuda.matmul.allow_tf32, tf32_cudnn=torch.backends.cudnn.allow_tf32,
+                cudnn_benchmark=torch.backends.cudnn.benchmark)
+    return meta
+
+
+def nvidia_driver() -> str | None:
+    """The NVIDIA driver version (nvidia-smi, else NVML), or None."""
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=20)
+        if out.returncode == 0 and out.stdout.strip():
+            return out.stdout.strip().splitlines()[0]
+    except (OSError, subprocess.SubprocessError):
+        pass
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        version = pynvml.nvmlSystemGetDriverVersion()
+        return version.decode() if isinstance(version, bytes) else str(version)
+    except Exception:  # noqa: BLE001  (no NVML: no driver to report)
+        return None
 
 
 def time_calls(fn, warmup: int, iters: int) -> tuple[float, float]:
@@ -112,7 +150,8 @@ def available_mb() -> float:
 
 
 def run_point(args, mode: str, steps: int) -> dict:
-    cmd = [sys.executable, __file__, "--_point", mode, str(steps)] + [a for a in sys.argv[1:]]
+    # --device last: the device this run settled on (cpu when CUDA was asked for but is missing)
+    cmd = [sys.executable, __file__, "--_point", mode, str(steps), *sys.argv[1:], "--device", args.device]
     out = subprocess.run(cmd, capture_output=True, text=True)
     if out.returncode != 0:
         reason = "killed (out of memory?)" if out.returncode < 0 else out.stderr.strip().splitlines()[-1][:200]
@@ -247,6 +286,9 @@ def main() -> None:
         args.device = "cpu"
     steps = [int(s) for s in args.syn_steps.split(",")]
     modes = args.modes.split(",")
+    if args.device.startswith("cuda") and any(m.endswith("_lanes") for m in modes):
+        print("lanes are CPU threads: the lane modes are skipped on CUDA")
+        modes = [m for m in modes if not m.endswith("_lanes")]
     rows = []
     for s in steps:
         for m in modes:
@@ -265,7 +307,9 @@ def main() -> None:
     summary = ratios(rows)
     print("\nRatios:", json.dumps(summary, indent=1))
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps({"points": rows, "ratios": summary, "argv": sys.argv}, indent=1) + "\n")
+    meta = {"argv": sys.argv, **device_meta(args.device)}
+    args.json.write_text(json.dumps({"points": rows, "ratios": summary, "argv": sys.argv, "meta": meta}, indent=1)
+                         + "\n")
     plot(rows, modes, args.png)
     print(f"\nwrote {args.json}" + (f" and {args.png}" if args.png.exists() else ""))
 

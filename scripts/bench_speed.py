@@ -32,7 +32,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench_memory import median, pyplot, time_calls  # scripts/ is on sys.path when run as a script
+from bench_memory import device_meta, median, pyplot, time_calls  # scripts/ is on sys.path when run as a script
 
 
 def _use_torch_avgpool(module) -> None:
@@ -174,6 +174,7 @@ def measure(args, kind: str, spec: list[str]) -> dict:
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    args.warmup = warmup_for(args.device, args.warmup)
     if kind == "matching":
         mode, steps, ipc = spec[0], int(spec[1]), int(spec[2])
         return {"kind": kind, "grad_mode": mode, "syn_steps": steps, "ipc": ipc,
@@ -191,7 +192,8 @@ def run_point(args, kind: str, spec: list[str]) -> dict:
     env = dict(os.environ)
     if spec and spec[0] == "baseline":
         env["OMP_WAIT_POLICY"] = "ACTIVE"  # the OpenMP behaviour before tesla_podd set PASSIVE
-    cmd = [sys.executable, __file__, "--_point", kind, *spec, *sys.argv[1:]]
+    # --device last: the device this run settled on (cpu when CUDA was asked for but is missing)
+    cmd = [sys.executable, __file__, "--_point", kind, *spec, *sys.argv[1:], "--device", args.device]
     out = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if out.returncode != 0:
         tail = (out.stderr.strip().splitlines() or ["?"])[-1][:200]
@@ -341,16 +343,26 @@ def _plot_experts(ax, ex: list[dict]) -> None:
     ax.set(ylabel="seconds / CIFAR-10 epoch", title="Expert training")
 
 
+def warmup_for(device: str, warmup: int | None) -> int:
+    """Untimed iterations before the timed ones: as asked on CPU (default 0), at least 1 on CUDA."""
+    if str(device).startswith("cuda"):
+        return max(1, warmup or 0)
+    return warmup or 0
+
+
 def points(args) -> list[tuple[str, list[str]]]:
+    """The (kind, spec) points to measure. Lanes are CPU threads: on CUDA their rows are left out."""
+    cuda = str(args.device).startswith("cuda")
     out = []
     for setting in (s for s in args.matching.split(",") if s):
         ipc, steps = setting.split("x")
         for mode in args.modes.split(","):
-            out.append(("matching", [mode, steps, ipc]))
+            if not (cuda and mode.endswith("_lanes")):
+                out.append(("matching", [mode, steps, ipc]))
     for k in (int(k) for k in args.eval_k.split(",") if k):
         out.append(("evaluation", [str(k), "sequential"]))
         if k > 1:
-            out += [("evaluation", [str(k), "lanes"]), ("evaluation", [str(k), "batched"])]
+            out += ([] if cuda else [("evaluation", [str(k), "lanes"])]) + [("evaluation", [str(k), "batched"])]
     out += [("expert", [v]) for v in args.expert.split(",") if v]
     out += [("accuracy", [m, c]) for m in args.accuracy_models.split(",") if m
             for c in args.accuracy_chunks.split(",") if c]
@@ -368,7 +380,9 @@ def main() -> None:
                         "compiling each, reported apart; not in the default set, to keep `make bench` short); "
                         "`tesla_lanes,tesla_compiled_lanes` = tesla on lanes (algorithm.lanes = --threads)")
     p.add_argument("--iters", type=int, default=2, help="timed matching iterations per point (median)")
-    p.add_argument("--warmup", type=int, default=0, help="untimed matching iterations first")
+    p.add_argument("--warmup", type=int, default=None,
+                   help="untimed matching iterations first (default 0 on CPU; on CUDA at least 1: the first "
+                        "iteration loads kernels and picks cuDNN algorithms)")
     p.add_argument("--eval-k", default="1,5,8", help="numbers of evaluation networks ('' to skip)")
     p.add_argument("--eval-epochs", type=int, default=30, help="epochs per evaluation network")
     p.add_argument("--expert", default="baseline,fp32,channels_last,bf16,compiled",
@@ -389,6 +403,7 @@ def main() -> None:
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         print("no CUDA device: measuring on cpu")
         args.device = "cpu"
+    args.warmup = warmup_for(args.device, args.warmup)
     rows, start = [], time.perf_counter()
     for kind, spec in points(args):
         r = run_point(args, kind, spec)
@@ -399,9 +414,9 @@ def main() -> None:
     print(tables(rows))
     summary = summarize(rows)
     print("\nRatios:", json.dumps(summary, indent=1))
-    meta = {"argv": sys.argv, "threads": args.threads, "device": args.device, "torch": torch.__version__,
-            "cpu_capability": torch.backends.cpu.get_cpu_capability(), "cpus": os.cpu_count(),
-            "load_avg_at_end": os.getloadavg(), "total_seconds": round(time.perf_counter() - start, 1),
+    meta = {"argv": sys.argv, "threads": args.threads, **device_meta(args.device), "warmup": args.warmup,
+            "iters": args.iters, "load_avg_at_end": os.getloadavg(),
+            "total_seconds": round(time.perf_counter() - start, 1),
             "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY")}
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps({"points": rows, "ratios": summary, "meta": meta}, indent=1) + "\n")

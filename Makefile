@@ -6,7 +6,7 @@ DATA ?= data
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-all lint smoke buffers results plots bench clean-outputs
+.PHONY: help install demo test test-all wheel-check lint smoke buffers results plots bench clean-outputs
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
@@ -14,10 +14,10 @@ help: ## list the targets
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install -q --no-cache-dir --upgrade pip
-	$(VENV)/bin/pip install -q --no-cache-dir -e '.[dev,cluster]'
+	$(VENV)/bin/pip install -q --no-cache-dir -e '.[dev,cluster,optuna]'
 	touch $@
 
-install: $(VENV)/.installed ## create .venv and install the package with dev tools and launchers (pip install -e .[dev,cluster])
+install: $(VENV)/.installed ## create .venv and install the package with dev tools, launchers and Optuna (pip install -e .[dev,cluster,optuna])
 
 demo: install ## the whole pipeline on a small default (CIFAR-10; DATA=/folder/holding/cifar10 offline)
 	$(PY) -m tesla_podd.train experiment=demo paths.data_dir=$(DATA) $(ARGS)
@@ -27,6 +27,9 @@ test: install ## the test suite (CPU, no slow/gpu tests)
 
 test-all: install ## every test, slow ones included
 	$(PY) -m pytest -q
+
+wheel-check: install ## build the wheel, install it in a fresh venv outside the checkout, run tesla-podd --help and debug=smoke there
+	PY=$(PY) bash scripts/wheel_check.sh
 
 lint: install ## ruff
 	$(VENV)/bin/ruff check tesla_podd tests scripts

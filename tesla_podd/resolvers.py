@@ -11,6 +11,13 @@ def if_below(value, threshold, below, otherwise):
     return below if float(value) < float(threshold) else otherwise
 
 
+def or_else(value, fallback):
+    """`${or_else:${sweep_name},${now:%Y-%m-%d_%H-%M-%S}}` is `sweep_name` unless it is null, else the fallback:
+    a multirun folder the user can name (and re-launch into) or the launch time."""
+    return fallback if value is None else value
+
+
 def register() -> None:
-    if not OmegaConf.has_resolver("if_below"):
-        OmegaConf.register_new_resolver("if_below", if_below)
+    for name, fn in (("if_below", if_below), ("or_else", or_else)):
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, fn)

@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from . import __version__, atomic
 from .algorithms import ALGORITHMS
+from .conf_dir import config_dir
 from .config import validate_config
 from .config.validate import suggest_override_keys
 from .curves import plot_stage
@@ -30,6 +31,7 @@ from .numerics import apply_numerics, device_info
 from .seeding import seed_everything
 from .stages import STAGES
 from .stages.context import RunContext, resolve_device
+from .stages.divergence import DistillDiverged
 from .tracking import Tracker
 
 log = logging.getLogger("tesla_podd")
@@ -99,10 +101,17 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> float | None:
     return ctx.results.get("eval/acc_mean")
 
 
+def _in_optuna_search() -> bool:
+    """A trial of `hparams_search=...`: a diverged trial is a bad sample there, not the end of the search."""
+    hc = HydraConfig.get()
+    return str(hc.mode) == "RunMode.MULTIRUN" and "optuna" in str(hc.sweeper.get("_target_", ""))
+
+
 _task_started = False  # set once Hydra composed the config and called main (see cli)
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+# An absolute folder: the packaged configs of a wheel install or conf/ of the checkout (see conf_dir.py).
+@hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train")
 def main(cfg: DictConfig) -> float | None:
     global _task_started
     _task_started = True
@@ -113,6 +122,10 @@ def main(cfg: DictConfig) -> float | None:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
         log.error("%s", exc)
+        if isinstance(exc, DistillDiverged) and _in_optuna_search():
+            # The search goes on; the trial scores 0 (a nan return crashes hydra-optuna-sweeper 1.3 / optuna 2.10).
+            log.warning("this trial diverged: it scores 0.0 and the search goes on")
+            return 0.0
         print(f"\nError: {exc}\n(set HYDRA_FULL_ERROR=1 for the traceback)", file=sys.stderr)
         sys.exit(2)
 

@@ -54,7 +54,13 @@ def buffer_key(cfg) -> dict:
     }
     if d.get("val_mode", "held_out") == "within_train":  # the experts see every train image: as val_size 0
         key["val_size"], key["val_seed"] = 0, 0
-    if d.zca != "none" and d.train_subset and d.get("zca_fit", "subset") != "subset":
+    if b.get("import_from"):  # only then: experts imported from other code's files (buffer_import.py)
+        from .buffer_import import source_files, sources_digest
+
+        key["imported"] = sources_digest(source_files(b.import_from))
+    if d.get("train_indices"):  # only then: the experts saw exactly the images that file lists
+        key["train_indices"] = _file_digest(d.train_indices)
+    if d.zca != "none" and (d.train_subset or d.get("train_indices")) and d.get("zca_fit", "subset") != "subset":
         key["zca_fit"] = d.zca_fit  # only then: existing buffers keep their folder names
     if b.dtype != "float32":  # only then: float32 buffers keep the folder names they always had
         key["dtype"] = b.dtype
@@ -63,6 +69,14 @@ def buffer_key(cfg) -> dict:
     if d.zca == "none":  # without ZCA the inputs depend on the normalisation (F9: MTT's CIFAR-100 uses CIFAR-10's)
         key["mean"], key["std"] = [float(v) for v in d.mean], [float(v) for v in d.std]
     return key
+
+
+def _file_digest(path) -> str:
+    """The content of a settings file (e.g. `dataset.train_indices`), so a buffer follows the images, not the path."""
+    try:
+        return hashlib.sha1(Path(str(path)).read_bytes()).hexdigest()[:16]
+    except OSError:
+        return f"unreadable:{path}"  # loading the data names the missing file with its key
 
 
 def buffer_dir(cfg) -> Path:

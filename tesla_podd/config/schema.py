@@ -49,6 +49,7 @@ class DatasetConfig:
     zca_eps: float = positive()
     zca_fit: Literal["subset", "all"] = "subset"  # fit on the images used | every train image before train_subset
     train_subset: int | None = positive(None)
+    train_indices: str | None = None  # a .npy of indices into the full train set: exactly those images
     subset_seed: int = num(0, ge=0)
     val_size: float = num(0, ge=0)  # a count, or a fraction in (0, 1); 0: no validation split
     val_seed: int = num(0, ge=0)
@@ -244,6 +245,7 @@ class BufferConfig:
     compile: bool = False  # torch.compile the expert network (speed only)
     seed: int = num(ge=0)
     dir: str | None = None
+    import_from: str | list[str] | None = None  # MTT/TESLA replay_buffer_*.pt folder or files: import, don't train
 
 
 @dataclass(kw_only=True)

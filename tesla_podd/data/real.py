@@ -6,6 +6,7 @@ the normalisation statistics."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 from dataclasses import dataclass
@@ -96,6 +97,9 @@ def load_real(dataset_cfg, cache_dir: str | Path) -> RealData:
         std=tuple(float(s) for s in dataset_cfg.std),
     )
     _check_shapes(data, dataset_cfg)
+    indices_file = dataset_cfg.get("train_indices")
+    if indices_file:  # exactly these train images (e.g. another code's subset); validation from the rest
+        return select_train_indices(data, indices_file, dataset_cfg)
     # Validation first, so that it is the same whatever train_subset is chosen afterwards.
     data = split_validation(data, dataset_cfg.val_size, seed=int(dataset_cfg.val_seed),
                             mode=str(dataset_cfg.get("val_mode", "held_out")))
@@ -121,6 +125,59 @@ def _check_shapes(data: RealData, cfg) -> None:
             f"Dataset `{cfg.name}` has {data.num_classes} classes, but `dataset.num_classes` is "
             f"{cfg.num_classes}. Set `dataset.num_classes={data.num_classes}` if this copy is a subset."
         )
+
+
+def read_train_indices(path, num_train: int) -> torch.Tensor:
+    """The int64 indices a `dataset.train_indices` .npy file lists (into the full train set, reader order)."""
+    import numpy as np
+
+    path = Path(str(path))
+    what = (f"`dataset.train_indices={path}` must name a .npy file holding a 1-D array of distinct integer "
+            f"indices into the dataset's {num_train} train images (0..{num_train - 1}, in the reader's order: "
+            "classes sorted by name, files sorted within each class)")
+    if not path.is_file():
+        raise ConfigError(f"{what}, but there is no such file.")
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except Exception as exc:
+        raise ConfigError(f"{what}, but it could not be read as one ({type(exc).__name__}: {exc}).") from None
+    if arr.ndim != 1 or arr.size == 0 or arr.dtype.kind not in "iu":
+        raise ConfigError(f"{what}, but it holds a {arr.dtype} array of shape {arr.shape}.")
+    idx = torch.from_numpy(arr.astype(np.int64))
+    bad = idx[(idx < 0) | (idx >= num_train)]
+    if bad.numel():
+        raise ConfigError(f"{what}, but {bad.numel()} of its {idx.numel()} indices are out of range "
+                          f"(e.g. {int(bad[0])}).")
+    if torch.unique(idx).numel() != idx.numel():
+        raise ConfigError(f"{what}, but {idx.numel() - torch.unique(idx).numel()} of its indices are repeated.")
+    return idx
+
+
+def select_train_indices(data: RealData, path, dataset_cfg) -> RealData:
+    """The train images a `dataset.train_indices` file lists, in the file's order. A validation split
+    (`dataset.val_size` > 0) is drawn from the images the file leaves out, so the two never overlap."""
+    if dataset_cfg.get("train_subset"):
+        raise ConfigError("`dataset.train_indices` and `dataset.train_subset` both choose the train images: "
+                          "set `dataset.train_subset=null` when a train_indices file is given.")
+    n = data.train_y.numel()
+    idx = read_train_indices(path, n)
+    rest = torch.ones(n, dtype=torch.bool)
+    rest[idx] = False
+    rest = torch.nonzero(rest).flatten()
+    chosen = dataclasses.replace(data, train_x=data.train_x[idx], train_y=data.train_y[idx])
+    pool = data.train_x
+    if float(dataset_cfg.val_size) != 0:
+        if rest.numel() == 0:
+            raise ConfigError(f"`dataset.train_indices` lists every train image, so no image is left for the "
+                              f"validation split of `dataset.val_size={dataset_cfg.val_size}`: set "
+                              "`dataset.val_size=0`.")
+        left = split_validation(dataclasses.replace(data, train_x=data.train_x[rest], train_y=data.train_y[rest]),
+                                dataset_cfg.val_size, seed=int(dataset_cfg.val_seed))
+        chosen = dataclasses.replace(chosen, val_x=left.val_x, val_y=left.val_y)
+        pool = torch.cat([chosen.train_x, left.train_x])  # every train image but the validation split
+    if dataset_cfg.get("zca_fit", "subset") == "all":
+        chosen.zca_fit_x = pool
+    return chosen
 
 
 def class_balanced_subset(data: RealData, size: int, seed: int = 0) -> RealData:

@@ -39,6 +39,8 @@ def run_buffer(cfg, ctx) -> dict:
     mine = select_experts(int(b.num_experts), b.experts, int(b.worker), int(b.num_workers))
     epochs = kept_epochs(b)
     store = open_store(cfg)
+    if b.get("import_from"):
+        return _import_buffer(cfg, ctx, store, epochs)
     if b.repair:
         m = store.repair()
         log.info("buffer %s repaired: %d valid experts on disk", store.dir, m["num_experts"])
@@ -139,6 +141,28 @@ class _ExpertTrainer:
 
     def close(self) -> None:
         self.bar.close()
+
+
+def _import_buffer(cfg, ctx, store, epochs: int) -> dict:
+    """`buffer.import_from`: experts from MTT/TESLA replay_buffer files instead of training (buffer_import.py)."""
+    from ..buffer_import import import_experts, source_files
+
+    b = cfg.buffer
+    if b.repair:
+        store.repair()
+    else:
+        store.read_manifest()
+    if not all(store.has_expert(k, epochs) for k in range(int(b.num_experts))):
+        c, h, _ = ctx.real.image_shape
+        module = build_model(cfg.model, c, ctx.real.num_classes, h).to(ctx.device)
+        import_experts(store, source_files(b.import_from), FlatModel(module), module, ctx.test_set, epochs, b.dtype,
+                       need=int(b.num_experts))
+    m = store.refresh_manifest()
+    accs = [e["test_acc"] for e in m["experts"].values()]
+    print(f"buffer {store.dir}: {m['num_experts']} imported experts (test accuracy "
+          f"{', '.join(f'{a:.2f}%' for a in accs)})", flush=True)
+    return {"buffer/num_experts": m["num_experts"], "buffer/built": 0,
+            "buffer/expert_acc_mean": sum(accs) / len(accs), "buffer/dir": str(store.dir)}
 
 
 def _short(ks: list[int]) -> str:

@@ -32,6 +32,7 @@ from . import atomic
 from .errors import check_choice
 from .metrics_file import FILENAME as METRICS_FILENAME
 from .metrics_file import MetricsFile, carry_over
+from .sweeps import wandb_group
 
 log = logging.getLogger(__name__)
 MODES = ("online", "offline", "disabled")
@@ -104,7 +105,7 @@ class Tracker:
         run = wandb.init(
             project=wcfg.project,
             entity=wcfg.entity,
-            group=wcfg.group,
+            group=wandb_group(cfg),  # a multirun job's group names its swept keys (sweeps.py)
             name=wcfg.name,
             tags=list(wcfg.tags),
             job_type=job_type(stages if stages is not None else cfg.stages),

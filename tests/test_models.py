@@ -54,7 +54,9 @@ REFERENCE_PARAMS_32 = {
 # At 64 px only the resolution-dependent parts change (ConvNet gains a 4th block: depth by resolution).
 REFERENCE_PARAMS_64 = {
     "convnet": 467850,       # + conv 147584 + GN 256; the linear still sees 4x4x128
-    "resnet18": 11189322,    # linear(512*2*2, 10) = 20490 (the reference's 4x4 pool leaves a 2x2 map)
+    # resnet18 from 64 px is MTT's ResNet18ImageNet: stem conv7x7(3, 64) 9408 instead of 1728, linear(512, 10).
+    "resnet18": 11181642,
+    "resnet18_cifar": 11189322,  # linear(512*2*2, 10) = 20490 (the reference's 4x4 pool leaves a 2x2 map)
     "resnet18_ap": 11496522,  # linear(512*8*8, 10) = 327690
     "vgg11": 9246474,        # linear(512*2*2, 10) = 20490
     "alexnet": 1964362,      # fc(192*8*8, 10) = 122890

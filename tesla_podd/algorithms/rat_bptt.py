@@ -25,6 +25,7 @@ from ..errors import ConfigError, check_choice
 from ..models import FlatModel
 from ..seeding import generator, seeded_init
 from ..synset.base import soft_cross_entropy
+from ..synset.sampling import BATCH_SAMPLINGS, class_members, per_class_batch
 from .base import learnable_tensors
 
 ADAM_BETAS = (0.9, 0.999)  # torch.optim.Adam's defaults, as in the reference implementation
@@ -90,6 +91,10 @@ class RatBPTT:
         self.batch_real = min(int(a.batch_real), int(self.real.train_x.shape[0]))
         # One reference epoch = one pass over the real train set in real batches (the budget unit of --epoch).
         self.steps_per_epoch = reference_steps_per_epoch(int(self.real.train_x.shape[0]), self.batch_real)
+        check_choice("algorithm.batch_sampling", a.get("batch_sampling", "uniform"), BATCH_SAMPLINGS)
+        # per_class: every inner batch holds batch_syn // classes items of each class (the reference's subsample);
+        # classes are read once from the initial labels (class-major pixels; a poster's patches by majority)
+        self.members = class_members(synset.materialize().y) if a.get("batch_sampling") == "per_class" else None
         if self.batch_syn < 1 or self.batch_real < 1:
             raise ConfigError(f"`algorithm.batch_syn` ({a.batch_syn}) and `algorithm.batch_real` "
                               f"({a.batch_real}) must be positive.")
@@ -145,7 +150,10 @@ class RatBPTT:
         n = self.synset.num_items
         syn_idx, syn_aug = [], []
         for _ in range(t_end):
-            idx = torch.randperm(n, generator=gen)[: self.batch_syn]
+            if self.members is not None:
+                idx = per_class_batch(self.members, self.batch_syn, gen)
+            else:
+                idx = torch.randperm(n, generator=gen)[: self.batch_syn]
             syn_idx.append(idx)
             syn_aug.append(self.syn_aug.sample(len(idx), self.hw, gen))
         real_idx = torch.randperm(int(self.real.train_x.shape[0]), generator=gen)[: self.batch_real]

@@ -71,6 +71,8 @@ def describe(tp) -> str:
         return " or ".join(describe(a) for a in args)
     if origin is list:
         return f"a list of ({describe(args[0])})"
+    if origin is dict:
+        return f"a mapping of names to ({describe(args[1])})"
     return {bool: "true or false", int: "a whole number", float: "a number", str: "a string"}.get(tp, str(tp))
 
 
@@ -100,6 +102,12 @@ def _type_ok(value, tp, key, meta, schema_for) -> bool:
             return False
         for i, v in enumerate(value):
             check_value(f"{key}[{i}]", v, args[0], {}, schema_for)
+        return True
+    if origin is dict:  # e.g. eval.lr_by_model {name: number}: keys are strings, each value checked
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+            return False
+        for k, v in value.items():
+            check_value(f"{key}.{k}", v, args[1], meta, schema_for)
         return True
     if dataclasses.is_dataclass(tp):
         check_node(value, tp, key, schema_for)

@@ -54,6 +54,7 @@ class DatasetConfig:
     val_size: float = num(0, ge=0)  # a count, or a fraction in (0, 1); 0: no validation split
     val_seed: int = num(0, ge=0)
     val_mode: Literal["held_out", "within_train"] = "held_out"  # within_train: train set whole, val for selection
+    class_order: Literal["wnids", "sorted"] = "wnids"  # sorted: classes renumbered by identifier (Tiny-ImageNet)
 
 
 @dataclass(kw_only=True)
@@ -73,6 +74,7 @@ class ResNetModelConfig:
     name: str = one_of(source=_models)
     norm: Literal["instancenorm", "batchnorm"] = required()
     avg_pool_downsample: bool = required()
+    stem: Literal["auto", "cifar", "imagenet"] = "cifar"  # auto: cifar up to 32 px, imagenet from 64 px
 
 
 @dataclass(kw_only=True)
@@ -215,6 +217,7 @@ class RatBPTTConfig:
     inner_lr: float = positive()
     inner_optim: Literal["adam", "sgd"] = required()
     batch_syn: int | None = positive(None)
+    batch_sampling: Literal["uniform", "per_class"] = "uniform"  # per_class: the reference's subsample
     batch_real: int = positive()
     lr_img: float = positive()
     lr_label: float = positive()
@@ -264,6 +267,32 @@ class DistillConfig:
 
 
 @dataclass(kw_only=True)
+@dataclass(kw_only=True)
+class SynsetImportConfig:
+    """eval.synset_import: reading another code's set (tesla_podd/synset/interop.py)."""
+
+    space: Literal["model", "pixels"] = "model"
+    zca_from: str | None = None
+    lr: float | None = positive(None)
+    softmax_labels: bool = False
+    check: bool = True
+    class_grid: list[int] | None = None
+    patch_grid: list[int] | None = None
+    order: list[int] | None = None
+
+
+@dataclass(kw_only=True)
+class DDRankingConfig:
+    """eval.ddranking: DD-Ranking's scores (tesla_podd/evaluation/ddranking.py)."""
+
+    enabled: bool = False
+    weight: float = fraction(0.5, closed_high=True)
+    real_acc: float | None = num(None, ge=0, le=100)
+    real_epochs: int = positive(20)
+    real_models: int = positive(1)
+    temperature: float = positive(1.0)
+
+
 class EvalConfig:
     """conf/eval/*.yaml (tesla_podd/evaluation/)."""
 
@@ -279,6 +308,8 @@ class EvalConfig:
     optimizer: Literal["sgd", "adam"] = required()
     lr: float | Literal["learned"] = positive()
     fallback_lr: float = positive()
+    lr_by_model: dict[str, float] | None = field(default=None, metadata={"bounds": {"gt": 0}})  # {arch: lr}
+    batch_sampling: Literal["uniform", "per_class"] = "uniform"  # step unit: RaT-BPTT draws per class
     momentum: float = fraction()
     weight_decay: float = num(ge=0)
     augment: bool = required()
@@ -286,6 +317,9 @@ class EvalConfig:
     lanes: int | Literal["auto"] = positive("auto")  # CPU networks side by side, one thread each; auto: the threads
     synset_path: str | None = None
     output_dir: str | None = None
+    synset_format: Literal["tesla_podd", "mtt", "datm", "rat_bptt", "podd"] = "tesla_podd"
+    synset_import: SynsetImportConfig = field(default_factory=SynsetImportConfig)
+    ddranking: DDRankingConfig = field(default_factory=DDRankingConfig)
     units: list[int] | None = None  # [start, stop) of the evaluation units this job runs; None: all
     merge: bool = required()
 

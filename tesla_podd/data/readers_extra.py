@@ -73,7 +73,8 @@ def read_cub200(root, download, image_size, cache_dir):
 
 
 def read_tinyimagenet(root, download, image_size, cache_dir):
-    """Tiny-ImageNet release: classes in `wnids.txt` order; the labelled `val/` split is the test split."""
+    """Tiny-ImageNet release: classes in `wnids.txt` order (`dataset.class_order=sorted` renumbers them by wnid,
+    data/real.py); the labelled `val/` split is the test split."""
 
     base = _release_dir(root, "tiny-imagenet-200", "wnids.txt")
     need = ("wnids.txt", "words.txt", "val/val_annotations.txt")
@@ -103,6 +104,7 @@ def read_tinyimagenet(root, download, image_size, cache_dir):
         test_x=_decode_many([base / "val" / "images" / f for f, _ in val], image_size),
         test_y=torch.tensor([index[w] for _, w in val], dtype=torch.int64),
         class_names=names,
+        class_ids=wnids,  # for `dataset.class_order=sorted`
     )
 
 

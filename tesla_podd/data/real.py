@@ -74,6 +74,8 @@ def load_real(dataset_cfg, cache_dir: str | Path) -> RealData:
             raw = None
     else:
         raw = None
+    if raw is not None and str(dataset_cfg.get("class_order", "wnids")) == "sorted" and "class_ids" not in raw:
+        raw = None  # a cache written before class identifiers were kept: decode again
     if raw is None:
         raw = reader(
             root=root,
@@ -85,6 +87,7 @@ def load_real(dataset_cfg, cache_dir: str | Path) -> RealData:
             atomic.save_torch(raw, cache)
             log.info("cached decoded %s at %s", name, cache)
     raw.pop("cacheable", None)
+    class_ids = raw.pop("class_ids", None)
 
     data = RealData(
         name=name,
@@ -97,6 +100,7 @@ def load_real(dataset_cfg, cache_dir: str | Path) -> RealData:
         std=tuple(float(s) for s in dataset_cfg.std),
     )
     _check_shapes(data, dataset_cfg)
+    data = order_classes(data, class_ids, str(dataset_cfg.get("class_order", "wnids")))
     indices_file = dataset_cfg.get("train_indices")
     if indices_file:  # exactly these train images (e.g. another code's subset); validation from the rest
         return select_train_indices(data, indices_file, dataset_cfg)
@@ -110,6 +114,27 @@ def load_real(dataset_cfg, cache_dir: str | Path) -> RealData:
         if dataset_cfg.get("zca_fit", "subset") == "all":  # as a reference loader that whitens, then subsets
             data.zca_fit_x = pool
     return data
+
+
+CLASS_ORDERS = ("wnids", "sorted")
+
+
+def order_classes(data: RealData, class_ids: list[str] | None, order: str) -> RealData:
+    """`dataset.class_order`: wnids keeps the release's order (Tiny-ImageNet: `wnids.txt`); sorted renumbers the
+    classes by their sorted identifiers, as torchvision's ImageFolder (MTT, RaT-BPTT, PoDD) numbers them. Only
+    the labels and names move; images stay where they are (so `dataset.train_indices` files stay valid)."""
+    check_choice("dataset.class_order", order, CLASS_ORDERS)
+    if order == "wnids":
+        return data
+    if not class_ids:
+        raise ConfigError(f"`dataset.class_order=sorted` needs class identifiers, which dataset `{data.name}` "
+                          "does not have (its classes are already in the order the references use); "
+                          "use `dataset.class_order=wnids`.")
+    ranking = sorted(range(len(class_ids)), key=lambda i: class_ids[i])  # new class k = old class ranking[k]
+    new_of_old = torch.empty(len(ranking), dtype=torch.int64)
+    new_of_old[torch.tensor(ranking)] = torch.arange(len(ranking))
+    return dataclasses.replace(data, train_y=new_of_old[data.train_y], test_y=new_of_old[data.test_y],
+                               class_names=[data.class_names[i] for i in ranking])
 
 
 def _check_shapes(data: RealData, cfg) -> None:

@@ -11,9 +11,10 @@ Two reference protocols (FIDELITY.md F7, F13):
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 from ..errors import ConfigError, check_choice
+from ..synset.sampling import BATCH_SAMPLINGS
 
 log = logging.getLogger(__name__)
 
@@ -36,10 +37,15 @@ class Protocol:
     recreate_optimizer: bool  # at the decay: a fresh optimiser (MTT) or the same one (momentum kept)
     eval_at: tuple[int, ...]  # lengths (ascending, the final one included) where accuracies are measured
     augment: str  # augmentation name (or "none")
+    # step unit: uniform (batch_size items without replacement) | per_class (batch_size // classes items of
+    # every class, the RaT-BPTT reference's `subsample`)
+    batch_sampling: str = "uniform"
 
     def as_dict(self) -> dict:
         d = asdict(self)
         d["eval_at"] = list(self.eval_at)
+        if self.batch_sampling == "uniform":  # unit files stored before the option keep their plan
+            del d["batch_sampling"]
         return d
 
 
@@ -81,6 +87,9 @@ def resolve_protocol(ecfg, syn_lr: float | None, num_items: int, augment_name: s
     batch = num_items if ecfg.batch_size is None else int(ecfg.batch_size)
     if batch < 1:
         raise ConfigError(f"`eval.batch_size` is {ecfg.batch_size}; use a positive number or null (the whole set).")
+    if _batch_sampling(ecfg) == "per_class" and unit != "step":
+        raise ConfigError("`eval.batch_sampling=per_class` draws one batch per optimiser step, so it needs "
+                          "`eval.length_unit=step`; with `epoch` every pass already visits every image.")
     points = list(ecfg.eval_at or []) if eval_at is None else list(eval_at)
     if any(not isinstance(p, int) or p < 1 for p in points):
         raise ConfigError(f"`eval.eval_at` is {points}: every entry must be a whole number of {unit}s >= 1 "
@@ -95,4 +104,35 @@ def resolve_protocol(ecfg, syn_lr: float | None, num_items: int, augment_name: s
         length_unit=unit, length=length, schedule=str(ecfg.schedule), decay_after=decay_after,
         recreate_optimizer=recreate, eval_at=tuple(sorted({*points, length})),
         augment=augment_name if bool(ecfg.augment) else "none",
+        batch_sampling=_batch_sampling(ecfg),
     )
+
+
+def _batch_sampling(ecfg) -> str:
+    value = str(ecfg.get("batch_sampling", "uniform"))
+    check_choice("eval.batch_sampling", value, BATCH_SAMPLINGS)
+    return value
+
+
+def lr_overrides(ecfg) -> dict[str, float]:
+    """`eval.lr_by_model` keyed by registry name (MTT spellings accepted): architectures trained at a fixed lr
+    whatever `eval.lr` says (DC-BENCH trains every cross-architecture network at 0.01, evaluator.py)."""
+    from ..models import canonical_name
+
+    out = {}
+    for name, lr in dict(ecfg.get("lr_by_model") or {}).items():
+        try:
+            value = float(lr)
+        except (TypeError, ValueError):
+            value = float("nan")
+        if not value > 0:
+            raise ConfigError(f"`eval.lr_by_model.{name}` is {lr!r}; give a learning rate > 0, e.g. "
+                              "`eval.lr_by_model={resnet18: 0.01, vit: 0.01}`.")
+        out[canonical_name(str(name), f"eval.lr_by_model.{name}")] = value
+    return out
+
+
+def protocols_by_arch(base: Protocol, archs, ecfg) -> dict[str, Protocol]:
+    """{arch: protocol}: `base` for every architecture, with the lr of `eval.lr_by_model` where it names one."""
+    over = lr_overrides(ecfg)
+    return {a: replace(base, lr=over[a]) if a in over else base for a in archs}

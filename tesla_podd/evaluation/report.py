@@ -28,9 +28,13 @@ def architecture_table(arch: str, spec, results: list[dict], protocol: dict) -> 
             "protocol": protocol, **agg, "models": [{k: r[k] for k in _PER_MODEL} for r in results]}
 
 
-def build_report(results_by_arch: dict[str, list[dict]], specs: dict, protocol: dict, header: dict) -> dict:
-    tables = {a: architecture_table(a, specs[a], rs, protocol) for a, rs in results_by_arch.items()}
+def build_report(results_by_arch: dict[str, list[dict]], specs: dict, protocol: dict, header: dict,
+                 protocols: dict[str, dict] | None = None) -> dict:
+    """`protocols`: each architecture's own protocol where they differ (`eval.lr_by_model`); else `protocol`."""
+    protocols = protocols or {}
+    tables = {a: architecture_table(a, specs[a], rs, protocols.get(a, protocol)) for a, rs in results_by_arch.items()}
     first = tables[next(iter(tables))]
+    protocol = protocols.get(next(iter(tables)), protocol)
     return {
         "format_version": FORMAT_VERSION,
         "accs": first["final"]["accs"], "mean": first["final"]["mean"], "std": first["final"]["std"],

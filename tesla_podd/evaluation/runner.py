@@ -61,18 +61,21 @@ def _networks(arch_spec, units: Sequence[Unit], syn, num_classes: int, seed: int
     return nets
 
 
-def run_units(units: Sequence[Unit], arch_specs: dict, syn, proto: Protocol, augment, measure: dict,
+def run_units(units: Sequence[Unit], arch_specs: dict, syn, proto: Protocol | dict[str, Protocol], augment,
+              measure: dict,
               seed: int, stream: str, device: torch.device, batched: bool, num_classes: int,
               progress: bool = True, lanes: int = 1,
               on_done: Callable[[Unit, dict], None] | None = None) -> dict[Unit, dict]:
     """Train and measure every unit; stacked per architecture when `batched` and the architecture allows,
     else `lanes` networks side by side (CPU threads, one intra-op thread each) where none uses dropout.
     `on_done(unit, result)` runs as soon as a unit's network is trained (the eval stage stores it then, so a
-    job killed mid-way keeps the units it finished)."""
+    job killed mid-way keeps the units it finished). `proto`: one protocol, or one per architecture
+    (`eval.lr_by_model`)."""
+    protos = proto if isinstance(proto, dict) else {u.arch: proto for u in units}
     x, y = syn.images.detach().to(device), syn.labels.detach().to(device)
     results: dict[Unit, dict] = {}
-    bar = tqdm(total=len(units) * proto.length, desc=f"{stream} {len(units)} nets", disable=not progress,
-               leave=False, mininterval=2.0)
+    bar = tqdm(total=sum(protos[u.arch].length for u in units), desc=f"{stream} {len(units)} nets",
+               disable=not progress, leave=False, mininterval=2.0)
     for arch in dict.fromkeys(u.arch for u in units):
         group = [u for u in units if u.arch == arch]
         nets = _networks(arch_specs[arch], group, syn, num_classes, seed, stream, device)
@@ -91,7 +94,8 @@ def run_units(units: Sequence[Unit], arch_specs: dict, syn, proto: Protocol, aug
                 if on_done is not None:
                     on_done(u, results[u])
 
-        train = partial(_train_part, nets=dict(zip(group, nets)), stacked=stacked, arch=arch, x=x, y=y, proto=proto,
+        train = partial(_train_part, nets=dict(zip(group, nets)), stacked=stacked, arch=arch, x=x, y=y,
+                        proto=protos[arch],
                         augment=augment, measure=measure, seed=seed, stream=stream, device=device, bar=bar,
                         finished=finished)
         if side_by_side:  # no dropout: nothing draws from the global RNG, which the threads would share

@@ -21,6 +21,7 @@ from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
 from ..synset.base import soft_cross_entropy
+from ..synset.sampling import class_members, per_class_batch
 from .protocol import Protocol
 
 Curve = list[dict]  # [{"length": L, "test": acc %, "val": acc % | None}, ...]
@@ -88,8 +89,12 @@ def make_optimizer(proto: Protocol, params: list[torch.Tensor], lr: float) -> to
     return torch.optim.SGD(params, lr=lr, momentum=proto.momentum, weight_decay=proto.weight_decay)
 
 
-def unit_batches(num_items: int, proto: Protocol, gen: torch.Generator) -> list[torch.Tensor]:
-    """Index batches of one unit: a shuffled pass (epoch) or one random batch without replacement (step)."""
+def unit_batches(num_items: int, proto: Protocol, gen: torch.Generator,
+                 members: list[torch.Tensor] | None = None) -> list[torch.Tensor]:
+    """Index batches of one unit: a shuffled pass (epoch) or one random batch without replacement (step);
+    `per_class` sampling (step unit): one batch of equal class shares drawn from `members`."""
+    if proto.batch_sampling == "per_class":
+        return [per_class_batch(members, proto.batch_size, gen)]
     perm = torch.randperm(num_items, generator=gen)
     if proto.length_unit == "epoch":
         return list(perm.split(proto.batch_size))
@@ -126,8 +131,9 @@ def train_networks(learner, x: torch.Tensor, y: torch.Tensor, proto: Protocol, a
     opt = make_optimizer(proto, learner.parameters(), lr)
     curves: list[Curve] = [[] for _ in range(k_models)]
     learner.train(True)
+    members = class_members(y) if proto.batch_sampling == "per_class" else None
     for done in range(1, proto.length + 1):
-        plans = [unit_batches(n, proto, g) for g in gens]
+        plans = [unit_batches(n, proto, g, members) for g in gens]
         for b in range(len(plans[0])):
             xs = [augment(x[plan[b]], g) for plan, g in zip(plans, gens)]
             logits = learner.logits(xs)

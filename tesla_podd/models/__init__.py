@@ -25,7 +25,7 @@ from .vit import ViT
 # Keys a config node may set per family, with the values a bare name gets. ConvNet depth None: by image size.
 FAMILY_DEFAULTS = {
     "convnet": {"width": 128, "depth": None, "norm": "instancenorm", "act": "relu", "pooling": "avgpooling"},
-    "resnet18": {"norm": "instancenorm", "avg_pool_downsample": False},
+    "resnet18": {"norm": "instancenorm", "avg_pool_downsample": False, "stem": "cifar"},
     "vgg11": {"norm": "instancenorm"},
     "alexnet": {},
     "vit": {"patch_size": 4, "dim": 512, "depth": 6, "heads": 8, "dim_head": 64, "mlp_dim": 512,
@@ -72,7 +72,13 @@ MODELS: dict[str, ModelSpec] = {
     "convnet_d8": ModelSpec("convnet", {"depth": 8}, f"{_MTT} 'ConvNetD8'"),
     "convnet_kip": ModelSpec("convnet", {"width": 1024, "norm": "none"}, f"{_MTT} 'ConvNetKIP'"),
     # ResNet-18: MTT's 'ResNet18' is instance-normed; BN and average-pool ('_AP') variants by name.
-    "resnet18": ModelSpec("resnet18", {}, f"{_MTT} 'ResNet18' (instancenorm)"),
+    # `resnet18` picks its stem by resolution (stem auto): the CIFAR one up to 32 px, MTT/DC-BENCH's
+    # 'ResNet18ImageNet' from 64 px on, the network both references ship for that size.
+    "resnet18": ModelSpec("resnet18", {"stem": "auto"}, f"{_MTT} 'ResNet18' (instancenorm; 'ResNet18ImageNet' "
+                                                         "from 64 px, as DC-BENCH's 'resnet18imagenet')"),
+    "resnet18_cifar": ModelSpec("resnet18", {"stem": "cifar"}, f"{_MTT} 'ResNet18' (CIFAR stem at any size)"),
+    "resnet18_imagenet": ModelSpec("resnet18", {"stem": "imagenet"},
+                                   f"{_MTT} 'ResNet18ImageNet' (7x7/2 stem, max-pool, global pool)"),
     "resnet18_bn": ModelSpec("resnet18", {"norm": "batchnorm"}, "MTT networks.py 'ResNet18BN'"),
     "resnet18_ap": ModelSpec("resnet18", {"avg_pool_downsample": True}, f"{_MTT} 'ResNet18_AP'"),
     "resnet18_bn_ap": ModelSpec("resnet18", {"norm": "batchnorm", "avg_pool_downsample": True},
@@ -110,7 +116,14 @@ def model_kwargs(model, image_size: int, key: str = "model.name") -> tuple[str, 
     if spec.family == "convnet":
         kwargs["depth"] = int(kwargs["depth"] or depth_for(image_size))
         kwargs["width"] = int(kwargs["width"])
+    if spec.family == "resnet18" and kwargs["stem"] == "auto":
+        kwargs["stem"] = resnet_stem_for(image_size)
     return name, spec.family, kwargs
+
+
+def resnet_stem_for(image_size: int) -> str:
+    """`stem: auto`: MTT's/DC-BENCH's choice by resolution, CIFAR stem to 32 px, ImageNet stem above."""
+    return "imagenet" if int(image_size) >= 64 else "cifar"
 
 
 def build_model(model, channels: int, num_classes: int, image_size: int, key: str = "model.name") -> nn.Module:
@@ -128,8 +141,9 @@ def model_tag(model, image_size: int) -> str:
         tag = f"convnet-d{kw['depth']}-w{kw['width']}-{kw['norm']}"
         tag += "" if kw["act"] == "relu" else f"-{kw['act']}"
         return tag + ("" if kw["pooling"] == "avgpooling" else f"-{kw['pooling']}")
-    if family == "resnet18":
-        return f"resnet18{'_ap' if kw['avg_pool_downsample'] else ''}-{kw['norm']}"
+    if family == "resnet18":  # the CIFAR-stem tag is unchanged, so buffers made before the stem option still match
+        stem = "imagenet" if kw["stem"] == "imagenet" else ""
+        return f"resnet18{stem}{'_ap' if kw['avg_pool_downsample'] else ''}-{kw['norm']}"
     if family == "vgg11":
         return f"vgg11-{kw['norm']}"
     if family == "vit":

@@ -15,7 +15,8 @@ from pathlib import Path
 from .. import atomic
 from ..errors import DataError
 from ..evaluation.data import measure_sets
-from ..evaluation.protocol import learned_or_fixed_lr, resolve_protocol
+from ..evaluation.ddranking import run_ddranking
+from ..evaluation.protocol import learned_or_fixed_lr, lr_overrides, protocols_by_arch, resolve_protocol
 from ..evaluation.report import build_report, network_rows, table_rows
 from ..evaluation.runner import architectures, check_architectures, run_units
 from ..evaluation.units import UNITS_DIR, missing_units, plan_units, require_all, select_units, write_unit
@@ -23,6 +24,7 @@ from ..lanes import resolve_lanes
 from ..models import canonical_name
 from ..pictures import grid_columns, save_image_grid
 from ..synset.file import SynsetFile
+from ..synset.interop import synset_for_eval
 from .selection import add_checkpoint_rules, checkpoint_record, finished_checkpoints
 
 log = logging.getLogger(__name__)
@@ -58,6 +60,7 @@ def evaluate_synset(syn: SynsetFile, cfg, ctx, num_models: int, epochs: int, str
                              eval_at=[])
     arch = canonical_name(cfg.model.name)  # the distillation's own architecture, whatever eval.models lists
     units = plan_units([arch], num_models)
+    proto = protocols_by_arch(proto, [arch], cfg.eval)[arch]  # eval.lr_by_model
     results = run_units(units, {arch: cfg.model}, syn, proto, _augment(cfg, ctx), measure_sets(syn, ctx, False),
                         int(cfg.seed), stream, ctx.device, _batched(cfg, ctx), ctx.real.num_classes, progress,
                         lanes=_lanes(cfg, ctx))
@@ -98,6 +101,9 @@ def eval_plan(cfg, ctx, syn: SynsetFile, specs: dict):
     train_count = cfg.eval.get("train_measure", 0)
     if train_count:  # only then: units stored before the option existed keep matching
         plan["train_measure"] = train_count
+    over = {a: lr for a, lr in lr_overrides(cfg.eval).items() if a in specs}
+    if over:  # eval.lr_by_model, likewise only when set
+        plan["lr_by_model"] = over
     return proto, plan
 
 
@@ -111,8 +117,8 @@ def run_plan(cfg, ctx, syn: SynsetFile, specs: dict, folder: Path, select=None, 
         log.info("eval: %d unit(s) to run of %d (%s)", len(todo), len(units), ", ".join(u.file_name for u in todo))
         # Each unit is stored the moment it is trained: a job killed mid-way reruns only what it had not finished.
         measure = measure_sets(syn, ctx, True, plan.get("train_measure"))
-        run_units(todo, specs, syn, proto, _augment(cfg, ctx), measure, int(cfg.seed), "eval", ctx.device,
-                  _batched(cfg, ctx), ctx.real.num_classes, progress,
+        run_units(todo, specs, syn, protocols_by_arch(proto, specs, cfg.eval), _augment(cfg, ctx), measure,
+                  int(cfg.seed), "eval", ctx.device, _batched(cfg, ctx), ctx.real.num_classes, progress,
                   lanes=_lanes(cfg, ctx), on_done=lambda u, result: write_unit(folder, u, plan, result))
     if missing_units(folder, units, plan):
         return proto, plan, None
@@ -124,7 +130,7 @@ def run_eval(cfg, ctx) -> dict:
     own = not ecfg.synset_path
     path = Path(ecfg.synset_path) if ecfg.synset_path else ctx.run_dir / "synset.pt"
     out_dir = Path(ecfg.output_dir) if ecfg.output_dir else ctx.run_dir
-    syn = SynsetFile.load(path)
+    syn = synset_for_eval(ecfg, ctx, path)  # ours, or another code's (eval.synset_format, docs/interop.md)
     _check_classes(syn, ctx.real)
     specs = architectures(cfg)
     check_architectures(specs, syn, ctx.real.num_classes)
@@ -150,15 +156,22 @@ def run_eval(cfg, ctx) -> dict:
     if "poster_hw" in syn.extra:  # PoDD: what the patches were cut from
         header["poster"] = {k: syn.extra[k] for k in ("poster_hw", "class_grid", "patch_grid", "num_patches",
                                                       "effective_ipc", "labels") if k in syn.extra}
-    report = build_report(by_arch, specs, proto.as_dict(), header)
+    report = build_report(by_arch, specs, proto.as_dict(), header,
+                          protocols={a: p.as_dict() for a, p in protocols_by_arch(proto, specs, ecfg).items()})
     # The set's distillation checkpoints (distill.select_every) and the rules over them; the final set is one.
     first = next(iter(specs))
     final_record = checkpoint_record(int(syn.meta.get("iterations", 0) or 0), path.name, report["architectures"][first])
     earlier = finished_checkpoints(cfg, ctx, {first: specs[first]}, syn) if own else []
     add_checkpoint_rules(report, earlier + [final_record], ctx.run_dir if own else None, path)
+    extra = {}
+    if (ecfg.get("ddranking") or {}).get("enabled"):  # eval=ddranking: HLR / IOR / LRS beside the accuracies
+        report["ddranking"] = run_ddranking(cfg, ctx, syn, report, first, specs[first],
+                                            protocols_by_arch(proto, specs, ecfg)[first], _augment(cfg, ctx),
+                                            _batched(cfg, ctx), _lanes(cfg, ctx))
+        extra = {f"eval/{k}_mean": report["ddranking"][k]["mean"] for k in ("hlr", "ior", "lrs")}
     atomic.write_json(report, out_dir / "eval.json")
     _publish(report, syn, ctx, out_dir)
-    return {"eval/acc_mean": report["mean"], "eval/acc_std": report["std"]}
+    return {"eval/acc_mean": report["mean"], "eval/acc_std": report["std"], **extra}
 
 
 def _publish(report: dict, syn: SynsetFile, ctx, out_dir: Path) -> None:

@@ -6,7 +6,7 @@ DATA ?= data
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-all wheel-check lint smoke buffers results plots bench clean-outputs
+.PHONY: help install demo test test-all wheel-check lint smoke buffers results table plots bench clean-outputs
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
@@ -40,8 +40,12 @@ smoke: install ## every method on fake data in seconds
 buffers: install ## expert trajectories only: make buffers ARGS="dataset=cifar10 dataset.zca=kornia"
 	$(PY) -m tesla_podd.train stages=[buffer] paths.data_dir=$(DATA) $(ARGS)
 
-results: install ## markdown table of every eval.json under outputs/ beside the papers' figures
-	$(PY) scripts/collect_results.py outputs
+TABLE ?=
+results: install ## TABLE=cpu|tesla_table1|...: that paper table from docs/results/ + outputs/ (cpu: also the README block); no TABLE: every run
+	$(PY) scripts/collect_results.py $(if $(TABLE),--table $(TABLE)) $(ARGS)
+
+table: install ## run every cell of a paper table: make table TABLE=tesla_table1 ARGS="paths.data_dir=/data" (--dry-run: print only)
+	$(PY) scripts/run_table.py $(TABLE) $(ARGS)
 
 plots: install ## overlay the curves of runs: make plots RUNS="outputs/multirun/<time>" (or several run folders)
 	$(PY) scripts/plot_runs.py $(RUNS) $(ARGS)

@@ -73,46 +73,54 @@ def test_matching_gradients_on_cuda_equal_the_cpu(mode, poster, learn_labels, so
         assert rel_err(a, b) < 1e-10, f"{mode}: d loss / d {name} differs between CUDA and CPU"
 
 
-def test_dsa_backward_on_cuda_equals_the_cpu():
+def dsa_output_and_grad(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """DSA's output and input gradient on `device` (float64; one draw of data and parameters on the CPU)."""
     g = torch.Generator().manual_seed(3)
     x = torch.randn(6, 3, 16, 16, generator=g, dtype=DT)
     w = torch.randn(6, 3, 16, 16, generator=g, dtype=DT)
     aug = DSA()
-    params = aug.sample(6, (16, 16), g)  # one draw (CPU), replayed on both devices
-    grads = []
-    for dev in ("cpu", "cuda"):
-        xd = x.to(dev).requires_grad_(True)
-        out = aug.apply(xd, params)
-        (out * w.to(dev)).sum().backward()
-        grads.append((out.detach().cpu(), xd.grad.cpu()))
-    (out_cpu, g_cpu), (out_cuda, g_cuda) = grads
+    params = aug.sample(6, (16, 16), g)
+    xd = x.to(device).requires_grad_(True)
+    out = aug.apply(xd, params)
+    (out * w.to(device)).sum().backward()
+    return out.detach().cpu(), xd.grad.cpu()
+
+
+def test_dsa_backward_on_cuda_equals_the_cpu():
+    (out_cpu, g_cpu), (out_cuda, g_cuda) = (dsa_output_and_grad(torch.device(d)) for d in ("cpu", "cuda"))
     assert rel_err(out_cuda, out_cpu) < 1e-12
     assert rel_err(g_cuda, g_cpu) < 1e-10
 
 
-def test_stacked_evaluation_equals_one_after_another_on_cuda():
-    """As test_evaluate_batched on the CPU, on CUDA with TF32 off (stacked and single networks run different
-    convolution kernels; TF32 rounding would differ between them by ~1e-3)."""
-    dev = torch.device("cuda")
+def stacked_and_alone(device: torch.device, k: int = 3):
+    """K networks trained one after another, then stacked, on `device` with TF32 off (stacked and single networks
+    run different convolution kernels; TF32 rounding would differ between them by ~1e-3): returns
+    ([(state, curve) of each alone], stacked learner, stacked curves)."""
     torch.manual_seed(1)
-    x, y = torch.randn(12, 3, 16, 16).to(dev), (torch.arange(12) % 4).to(dev)
-    test = (torch.randn(20, 3, 16, 16).to(dev), (torch.arange(20) % 4).to(dev))
-    proto, k = _proto("sgd"), 3
-    with torch.backends.cudnn.flags(enabled=True, allow_tf32=False):
-        matmul_tf32 = torch.backends.cuda.matmul.allow_tf32
-        torch.backends.cuda.matmul.allow_tf32 = False
-        try:
+    x, y = torch.randn(12, 3, 16, 16).to(device), (torch.arange(12) % 4).to(device)
+    test = (torch.randn(20, 3, 16, 16).to(device), (torch.arange(20) % 4).to(device))
+    proto = _proto("sgd")
+    matmul_tf32 = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        with torch.backends.cudnn.flags(enabled=True, allow_tf32=False):
             alone = []
             for i, net in enumerate(_nets(k)):
-                learner = SingleLearner(net.to(dev))
-                curve = train_networks(learner, x, y, proto, DSA(), [generator(0, "d", i)], {"test": test}, dev)
+                learner = SingleLearner(net.to(device))
+                curve = train_networks(learner, x, y, proto, DSA(), [generator(0, "d", i)], {"test": test}, device)
                 alone.append((learner.state(), curve[0]))
-            stacked = StackedLearner([n.to(dev) for n in _nets(k)])
+            stacked = StackedLearner([n.to(device) for n in _nets(k)])
             curves = train_networks(stacked, x, y, proto, DSA(), [generator(0, "d", i) for i in range(k)],
-                                    {"test": test}, dev)
-        finally:
-            torch.backends.cuda.matmul.allow_tf32 = matmul_tf32
-    for i in range(k):
+                                    {"test": test}, device)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = matmul_tf32
+    return alone, stacked, curves
+
+
+def test_stacked_evaluation_equals_one_after_another_on_cuda():
+    """As test_evaluate_batched on the CPU, on CUDA."""
+    alone, stacked, curves = stacked_and_alone(torch.device("cuda"))
+    for i in range(len(alone)):
         for name, p in alone[i][0].items():
             torch.testing.assert_close(stacked.state(i)[name], p, rtol=1e-4, atol=1e-5, msg=f"model {i} {name}")
         for a, b in zip(curves[i], alone[i][1]):  # accuracies in % of 20 images: at most one image may flip

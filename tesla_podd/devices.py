@@ -190,6 +190,11 @@ def _lease_gpu(job_num: int, count: int) -> int:
         except BlockingIOError:
             os.close(fd)
             continue
+        except OSError as exc:  # no locks on this file system (NFS/Lustre temp dir): leases are a convenience
+            os.close(fd)
+            log.warning("job %d: GPU leases need file locks, which %s refuses (%s); using GPU %d (job number "
+                        "mod GPUs)", job_num, path.parent, exc.strerror or type(exc).__name__, job_num % count)
+            return job_num % count
         _held_lease = fd
         log.info("job %d: GPU %d of %d (leased)", job_num, index, count)
         return index

@@ -28,6 +28,7 @@ from omegaconf import OmegaConf
 
 from . import atomic
 from .errors import BufferError_, ConfigError
+from .file_locks import no_locks_message
 from .models import model_tag
 
 log = logging.getLogger(__name__)
@@ -241,6 +242,8 @@ class BufferStore:
                 "Use another `buffer.dir`, or delete that folder to rebuild."
             )
         if m.get("version") != VERSION:
+            except OSError as exc:  # NFS / Lustre without locks: ENOLCK, ENOSYS, EOPNOTSUPP
+                raise BufferError_(no_locks_message(self.dir, exc)) from None
             raise BufferError_(f"Buffer {self.dir} is in the old one-writer format (shards of many experts): "
                                f"convert it in place with the buffer stage and `buffer.repair=true`.")
         return m

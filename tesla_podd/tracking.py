@@ -1,8 +1,9 @@
 """The only module that talks to Weights & Biases.
 
 `wandb.mode`: online | offline | disabled. Default offline unless WANDB_MODE says otherwise. Online
-mode first checks that the W&B host answers within a couple of seconds and falls back to offline
-with a warning, so a run never hangs on a missing network. `finish()` is safe to call twice.
+mode first checks that the W&B host answers within a couple of seconds and that an API key is there, and
+falls back to offline with a warning otherwise (or when wandb.init itself fails online), so a run never hangs
+on a missing network nor stops for a missing key. `finish()` is safe to call twice.
 
 As the users use it:
 - `job_type` names the stages the run ran (`buffer`, `distill`, `eval`, or e.g. `buffer+distill+eval`).
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import netrc
 import os
 import re
 import socket
@@ -57,7 +59,43 @@ def resolve_mode(configured: str | None) -> str:
         if not _host_reachable(base):
             log.warning("W&B host %s unreachable: logging offline (sync later with `wandb sync`)", base)
             mode = "offline"
+        elif not _api_key_present(base):
+            log.warning("wandb.mode=online but no W&B API key was found (set WANDB_API_KEY or run `wandb login`): "
+                        "logging offline; upload later with `wandb sync <run dir>/wandb/offline-run-*`")
+            mode = "offline"
     return mode
+
+
+def _netrc_has(host: str) -> bool:
+    for path in (os.environ.get("NETRC"), Path.home() / ".netrc", Path.home() / "_netrc"):
+        if path and Path(path).is_file():
+            try:
+                if netrc.netrc(str(path)).authenticators(host):
+                    return True
+            except (netrc.NetrcParseError, OSError):
+                continue
+    return False
+
+
+def _api_key_present(base_url: str) -> bool:
+    """A W&B key where wandb looks for one: WANDB_API_KEY, an identity token file, or `wandb login`'s netrc."""
+    if os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_IDENTITY_TOKEN_FILE"):
+        return True
+    return _netrc_has(urlparse(base_url).hostname or "")
+
+
+def _init_online_or_offline(wandb, mode: str, **kwargs):
+    """`wandb.init`; online, a failure (a rejected key, a quota, a server error) logs offline with a warning
+    instead of ending the run: the metrics stay on disk and `wandb sync` uploads them later."""
+    try:
+        return wandb.init(mode=mode, **kwargs), mode
+    except Exception as exc:
+        if mode != "online":
+            raise
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        log.warning("W&B online start failed (%s: %s): logging offline; upload later with "
+                    "`wandb sync <run dir>/wandb/offline-run-*`", type(exc).__name__, reason)
+        return wandb.init(mode="offline", **kwargs), "offline"
 
 
 def job_type(stages) -> str:
@@ -102,7 +140,9 @@ class Tracker:
         import wandb
 
         os.environ.setdefault("WANDB_SILENT", "true")
-        run = wandb.init(
+        run, mode = _init_online_or_offline(
+            wandb,
+            mode,
             project=wcfg.project,
             entity=wcfg.entity,
             group=wandb_group(cfg),  # a multirun job's group names its swept keys (sweeps.py)
@@ -111,7 +151,6 @@ class Tracker:
             job_type=job_type(stages if stages is not None else cfg.stages),
             id=run_id(cfg, Path(run_dir)),
             resume="allow",
-            mode=mode,
             dir=str(run_dir),
             config=_plain_config(cfg),
             reinit="finish_previous",

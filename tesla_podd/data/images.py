@@ -17,7 +17,15 @@ def decode_image(path: Path, image_size: int | None = None) -> torch.Tensor:
     from torchvision.io import decode_image as tv_decode
     from torchvision.transforms.functional import resize
 
-    img = tv_decode(read_file(str(path)), mode=ImageReadMode.RGB)
+    try:
+        img = tv_decode(read_file(str(path)), mode=ImageReadMode.RGB)
+    except (RuntimeError, OSError, ValueError) as exc:  # torchvision names neither the file nor the cause
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise DataError(
+            f"Image {path} could not be read ({reason}): the file is corrupt, truncated or not an image. "
+            f"Replace or delete it (it sits in the folder of class `{Path(path).parent.name}`) and run again; "
+            "nothing was cached from this dataset yet."
+        ) from None
     if image_size is not None and tuple(img.shape[1:]) != (image_size, image_size):
         img = resize(img, [image_size, image_size], antialias=True)
     return img

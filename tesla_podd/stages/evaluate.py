@@ -42,6 +42,15 @@ def _check_classes(syn: SynsetFile, real) -> None:
                         f"{real.num_classes}: evaluate it with the dataset it was distilled from.")
 
 
+def _check_image_shape(syn: SynsetFile, real, source) -> None:
+    """Networks are sized for the dataset's images: a set of another size would fail deep inside a layer."""
+    got, want = tuple(syn.images.shape[1:]), tuple(real.image_shape)
+    if got != want:
+        raise DataError(f"Synthetic set {source} holds images of shape {got} (channels, height, width), but dataset "
+                        f"`{real.name}` gives {want}: evaluate it with the dataset and image size it was distilled "
+                        f"with (e.g. `dataset.image_size={got[-1]}`), or distill a set at this size.")
+
+
 def _augment_name(cfg) -> str:
     """e.g. `dsa:flip_rotate/one` (recorded in the protocol: which augmentation trained the networks)."""
     a = cfg.augment
@@ -132,6 +141,7 @@ def run_eval(cfg, ctx) -> dict:
     out_dir = Path(ecfg.output_dir) if ecfg.output_dir else ctx.run_dir
     syn = synset_for_eval(ecfg, ctx, path)  # ours, or another code's (eval.synset_format, docs/interop.md)
     _check_classes(syn, ctx.real)
+    _check_image_shape(syn, ctx.real, path)
     specs = architectures(cfg)
     check_architectures(specs, syn, ctx.real.num_classes)
     folder = out_dir / UNITS_DIR

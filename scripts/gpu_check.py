@@ -33,6 +33,7 @@ import argparse
 import json
 import math
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -131,7 +132,7 @@ def markdown(rep: dict) -> str:
 
 
 def target(name: str, wanted: str, measured, ok: bool | None) -> dict:
-    return {"name": name, "wanted": wanted, "measured": measured,
+    return {"name": name, "wanted": wanted, "measured": "-" if measured is None else measured,
             "status": "n/a" if ok is None else ("met" if ok else "missed")}
 
 
@@ -287,8 +288,12 @@ def cli_run(check: Check, overrides: list[str], run_dir: Path, budget: float, de
     """`python -m tesla_podd.train debug=smoke device=... overrides` into run_dir/r: rc, seconds, the device its
     meta.json names, the eval accuracy when it evaluated, the error's last lines when it failed."""
     device = device or check.device
-    r = run_proc([sys.executable, "-m", "tesla_podd.train", "debug=smoke", f"device={device}", *overrides,
-                  f"paths.output_root={run_dir}/o", f"hydra.run.dir={run_dir}/r"], budget, env=env)
+    if check.dry:  # the same overrides through tesla_podd.train.run in this process: a Python start-up fewer
+        r = run_in_process(["debug=smoke", f"device={device}", *overrides, f"paths.output_root={run_dir}/o"],
+                           run_dir / "r")
+    else:
+        r = run_proc([sys.executable, "-m", "tesla_podd.train", "debug=smoke", f"device={device}", *overrides,
+                      f"paths.output_root={run_dir}/o", f"hydra.run.dir={run_dir}/r"], budget, env=env)
     res = {"rc": r["rc"], "seconds": r["seconds"]}
     try:
         res["device"] = json.loads((run_dir / "r" / "meta.json").read_text()).get("device")
@@ -299,6 +304,19 @@ def cli_run(check: Check, overrides: list[str], run_dir: Path, budget: float, de
     if not res["ok"]:
         res["error"] = tail(r["output"])
     return res
+
+
+def run_in_process(overrides: list[str], run_dir: Path) -> dict:
+    """run_proc's answer for tesla_podd.train.run(compose(overrides)) in this process."""
+    from tesla_podd.train import run
+
+    t = time.monotonic()
+    try:
+        run(compose(overrides), run_dir=run_dir)
+        rc, output = 0, ""
+    except Exception as exc:  # noqa: BLE001  (reported as a failed run)
+        rc, output = 1, f"{type(exc).__name__}: {exc}"
+    return {"rc": rc, "timed_out": False, "seconds": round(time.monotonic() - t, 1), "output": output}
 
 
 def smoke_one(check: Check, method: str, budget: float) -> dict:
@@ -396,10 +414,7 @@ def tf32(on: bool) -> None:
 def step_numerics(check: Check) -> dict:
     import torch
 
-    threads = torch.get_num_threads()
-    import test_gpu  # the gpu tests' helpers (their conftest sets one thread: restored below)
-
-    torch.set_num_threads(threads)
+    test_gpu = test_helpers()[0]
     dev, lines, data, ok = torch.device(check.device), [], {}, True
     # float64: CUDA against CPU, the three matchers on pixels (soft labels) and a poster with learned labels
     for mode in ("unrolled", "tesla", "exact"):
@@ -453,25 +468,33 @@ def step_numerics(check: Check) -> dict:
             "lines": lines, "data": data}
 
 
+def test_helpers():
+    """tests/test_gpu.py (the gpu tests' helpers) and tests/conftest.py, imported without keeping the one torch
+    thread that conftest sets for the test suite."""
+    import torch
+
+    threads = torch.get_num_threads()
+    import conftest
+    import test_gpu
+
+    torch.set_num_threads(threads)
+    return test_gpu, conftest
+
+
 def compose(overrides: list[str]):
     """The config as the CLI composes it (tests/conftest.py's compose_cfg)."""
-    from conftest import compose_cfg
-
-    return compose_cfg(*overrides)
+    return test_helpers()[1].compose_cfg(*overrides)
 
 
 def probe_run(check: Check, overrides: list[str], on_iteration) -> None:
     """Run the real pipeline (buffer, distill) with `overrides`, calling on_iteration(it, call) around each
     TESLA iteration, where call() runs it (TrajectoryMatching.meta_step) and returns its metrics."""
-    import torch
 
     from tesla_podd.algorithms.trajectory import TrajectoryMatching
     from tesla_podd.train import run
 
-    threads = torch.get_num_threads()
     run_dir = Path(tempfile.mkdtemp(prefix="probe_", dir=check.tmp))
     cfg = compose(["debug=smoke", f"device={check.device}", f"paths.output_root={check.tmp}/probe_o", *overrides])
-    torch.set_num_threads(threads)  # conftest (imported for compose) pins one thread
     real = TrajectoryMatching.meta_step
 
     def wrapped(self, it, gen):
@@ -575,10 +598,7 @@ def step_syncs(check: Check) -> dict:
 def step_eval(check: Check) -> dict:
     import torch
 
-    threads = torch.get_num_threads()
-    import test_gpu
-
-    torch.set_num_threads(threads)
+    test_gpu = test_helpers()[0]
     from tesla_podd.evaluation.bench import evaluation_seconds
 
     dev = torch.device(check.device)
@@ -609,16 +629,22 @@ def step_eval(check: Check) -> dict:
 
 
 def step_compile(check: Check) -> dict:
-    import torch
 
-    cfg = compose(["debug=smoke"])
-    modes = list(_compile_modes(cfg))
-    torch.set_num_threads(max(1, torch.get_num_threads()))
+    from tesla_podd import compiling
+
+    modes = _compile_modes(compose(["debug=smoke"]))
+
+    real_backend = compiling.compile_backend
     if check.dry:  # inductor on a CPU takes minutes: the dry run walks the same path with the eager backend
-        from tesla_podd import compiling
-
         compiling.compile_backend = lambda device: "eager"
         modes = modes[:1]
+    try:
+        return _compare_compiled(check, modes)
+    finally:
+        compiling.compile_backend = real_backend
+
+
+def _compare_compiled(check: Check, modes: list[str | None]) -> dict:
     arms = [("eager", ["algorithm.compile=false"])] + [
         (f"compiled ({m})" if m else "compiled", ["algorithm.compile=true"] + ([f"algorithm.compile_mode={m}"]
                                                                                if m else [])) for m in modes]
@@ -739,7 +765,7 @@ def run_step(check: Check, name: str) -> dict:
     if budget < (1 if check.dry else 10):
         return {"status": "skip", "seconds": 0, "summary": f"not run: the {check.deadline:.0f} s deadline was "
                                                            f"reached; rerun with GPU_CHECK_STEPS={name}"}
-    t = time.monotonic()
+    t, cpu = time.monotonic(), cpu_seconds()
     try:
         if name in SUBPROCESS_STEPS:
             res = STEP_FUNCS[name](check)
@@ -753,7 +779,13 @@ def run_step(check: Check, name: str) -> dict:
         res = {"status": "error", "summary": f"{type(exc).__name__}: {first}",
                "lines": ["```", *traceback.format_exc().strip().splitlines()[-15:], "```"]}
     res["seconds"] = round(time.monotonic() - t, 1)
+    res["cpu_seconds"] = round(cpu_seconds() - cpu, 1)  # this process and its finished children
     return res
+
+
+def cpu_seconds() -> float:
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 def git_sha() -> str | None:

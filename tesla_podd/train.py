@@ -25,7 +25,7 @@ from .conf_dir import config_dir
 from .config import validate_config
 from .config.validate import suggest_override_keys
 from .curves import plot_stage
-from .errors import UserError
+from .errors import ConfigError, UserError
 from .logs import bars_stay_whole
 from .numerics import apply_numerics, device_info
 from .seeding import seed_everything
@@ -98,7 +98,18 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> float | None:
         atomic.write_text(json.dumps(ctx.results, indent=2, default=str) + "\n", run_dir / "results.json")
     finally:
         tracker.finish()
-    return ctx.results.get("eval/acc_mean")
+    return objective_value(cfg, ctx.results)
+
+
+def objective_value(cfg, results: dict) -> float | None:
+    """The number `main` returns to a Hydra sweeper (`objective`): the test mean, or the validation mean so a
+    search never selects on test accuracy. None when no evaluation ran."""
+    key = cfg.get("objective") or "eval/acc_mean"
+    if "eval/acc_mean" in results and key not in results:
+        raise ConfigError(f"`objective` is {key!r}, which this run did not measure (it measured: "
+                          f"{', '.join(sorted(k for k in results if k.startswith('eval/')))}). `eval/val_mean` needs "
+                          "a validation split (`dataset.val_size` > 0).")
+    return results.get(key)
 
 
 def _in_optuna_search() -> bool:

@@ -3,6 +3,7 @@ command and resume=auto continues every job, and an Optuna search runs through H
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -16,7 +17,9 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf, open_dict
 
 from tesla_podd import tracking
+from tesla_podd.errors import ConfigError
 from tesla_podd.sweeps import MAX_GROUP, group_with_values, job_values, swept_keys, wandb_group
+from tesla_podd.train import objective_value
 
 
 def test_swept_keys_and_job_values():
@@ -110,5 +113,17 @@ def test_optuna_search_two_trials_on_smoke_data(tmp_path):
     sweep = tmp_path / "multirun" / "search"
     results = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
     assert set(results["best_params"]) == {"algorithm.lr_img", "algorithm.lr_lr", "algorithm.syn_steps"}
-    assert 0.0 <= results["best_value"] <= 100.0
-    assert len([p for p in sweep.iterdir() if p.is_dir()]) == 2, "one run dir per trial"
+    trials = [p for p in sweep.iterdir() if p.is_dir()]
+    assert len(trials) == 2, "one run dir per trial"
+    # The search maximised the validation accuracy (a diverged trial scores 0), never the test accuracy.
+    scores = [json.loads((t / "results.json").read_text())["eval/val_mean"] if (t / "results.json").is_file()
+              else 0.0 for t in trials]
+    assert results["best_value"] == pytest.approx(max(scores))
+
+
+def test_objective_is_the_validation_mean_when_asked():
+    cfg = OmegaConf.create({"objective": "eval/val_mean"})
+    assert objective_value(cfg, {"eval/acc_mean": 50.0, "eval/val_mean": 40.0}) == 40.0
+    assert objective_value(cfg, {"distill/num_images": 4}) is None, "no evaluation ran: nothing to return"
+    with pytest.raises(ConfigError, match=r"`objective` is 'eval/val_mean'.*dataset.val_size"):
+        objective_value(cfg, {"eval/acc_mean": 50.0})

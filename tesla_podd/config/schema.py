@@ -348,6 +348,8 @@ class RunConfig:
     resume_dir: str | None = None
     run_name: str = required()
     paths: PathsConfig = required()
+    objective: Literal["eval/acc_mean", "eval/val_mean"] = "eval/acc_mean"  # returned to a Hydra sweeper
+    sweep_name: str | None = None  # a multirun's folder under outputs/multirun/ (null: the launch time)
     dataset: DatasetConfig = required()
     model: Any = required()  # by model.name's family: MODEL_SCHEMAS
     augment: AugmentConfig = required()

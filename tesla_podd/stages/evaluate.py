@@ -181,6 +181,9 @@ def run_eval(cfg, ctx) -> dict:
         extra = {f"eval/{k}_mean": report["ddranking"][k]["mean"] for k in ("hlr", "ior", "lrs")}
     atomic.write_json(report, out_dir / "eval.json")
     _publish(report, syn, ctx, out_dir)
+    val_mean = (report.get("best_val") or {}).get("val_mean")  # held-out validation (dataset.val_size > 0)
+    if val_mean is not None:
+        extra["eval/val_mean"] = val_mean
     return {"eval/acc_mean": report["mean"], "eval/acc_std": report["std"], **extra}
 
 

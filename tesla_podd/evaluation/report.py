@@ -9,6 +9,12 @@ eval.json (format 2):
   architectures                             {arch: {model, reference, num_models, protocol, final, best_val,
                                                best_test, curve, models}} in `eval.models` order
   selection                                 the rule of each reported number
+  checkpoints                               per evaluated distillation checkpoint (distill.select_every; the final
+                                               set is the last): {iteration, synset, final, best_val, best_test,
+                                               curve, models} of the first architecture
+  max_over_checkpoints, max_over_checkpoints_and_lengths, train_selected, val_selected_checkpoint
+                                            the rules over checkpoints (evaluation/selection.py): {mean, std, accs,
+                                               iteration, length, rule} or null; synset_best: the set val picked
   validation                                {"size": held-out images (0: none)}
   synset_path, num_images, dataset, meta, poster (PoDD)
 """

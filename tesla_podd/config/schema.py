@@ -367,4 +367,3 @@ ALGORITHM_SCHEMAS = {"random": RandomConfig, "mtt": TrajectoryConfig, "tesla": T
                      "rat_bptt": RatBPTTConfig}
 MODEL_SCHEMAS = _ModelSchemas()
 BY_NAME = {"synset": SYNSET_SCHEMAS, "algorithm": ALGORITHM_SCHEMAS, "model": MODEL_SCHEMAS}
-    sweep_name: str | None = None  # a multirun's folder under outputs/multirun/ (null: the launch time)

@@ -215,6 +215,8 @@ class BufferStore:
             except BlockingIOError:
                 yield False
                 return
+            except OSError as exc:  # NFS / Lustre without locks: ENOLCK, ENOSYS, EOPNOTSUPP
+                raise BufferError_(no_locks_message(self.dir, exc)) from None
             yield True
         finally:
             os.close(fd)  # closing releases the lock
@@ -242,8 +244,6 @@ class BufferStore:
                 "Use another `buffer.dir`, or delete that folder to rebuild."
             )
         if m.get("version") != VERSION:
-            except OSError as exc:  # NFS / Lustre without locks: ENOLCK, ENOSYS, EOPNOTSUPP
-                raise BufferError_(no_locks_message(self.dir, exc)) from None
             raise BufferError_(f"Buffer {self.dir} is in the old one-writer format (shards of many experts): "
                                f"convert it in place with the buffer stage and `buffer.repair=true`.")
         return m

@@ -54,6 +54,14 @@ bench: install ## speed benchmark, CPU, 2 threads (<=15 min on idle cores): docs
 	$(PY) scripts/bench_speed.py --device cpu --threads 2 --json docs/bench/speed_cpu.json \
 		--png docs/bench/speed_cpu.png $(ARGS)
 
+.PHONY: gpu-check gpu-wheels
+GPU_OUT ?= docs/bench/gpu
+gpu-check: ## the GPU check, <= 8 min (docs/gpu.md): report in GPU_OUT=docs/bench/gpu; GPU_CHECK_STEPS=a,b reruns steps
+	bash scripts/gpu_check.sh $(GPU_OUT) $(ARGS)
+
+gpu-wheels: ## the project's non-torch wheels into .gpu-wheels/, for a GPU machine without internet (docs/gpu.md)
+	bash scripts/gpu_wheels.sh
+
 clean-outputs: ## delete outputs/ (runs, buffers, caches)
 	rm -rf outputs/*
 	touch outputs/.gitkeep

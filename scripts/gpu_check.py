@@ -234,10 +234,12 @@ def step_env(check: Check) -> dict:
             stop = (f"This torch wheel has no kernels for {props.name} ({sm}; it has {' '.join(arch)}): install a "
                     "torch build for this GPU (see the matching CUDA version on pytorch.org).")
     elif not check.dry:
+        why = ("no NVIDIA driver answers (nvidia-smi, NVML): this machine has no usable GPU" if not data["driver"]
+               else f"the NVIDIA driver {data['driver']} answers, so the driver is probably older than the CUDA "
+                    f"{torch.version.cuda} this torch was built for: install a torch build for an older CUDA (pip "
+                    "install torch --index-url https://download.pytorch.org/whl/cu121, say) or a newer driver")
         stop = (f"No usable CUDA device: torch {torch.__version__} (built for CUDA {torch.version.cuda}) reports "
-                f"torch.cuda.is_available() = False; nvidia-smi driver: {data['driver']}. Where a GPU exists, the "
-                "driver is probably older than the wheel's CUDA: install a torch build for an older CUDA (pip "
-                "install torch --index-url https://download.pytorch.org/whl/cu121, say) or a newer driver.")
+                f"torch.cuda.is_available() = False; {why}. Run the check on a GPU machine, or `--dry-run` here.")
     try:
         from tesla_podd.devices import resolve_device
 

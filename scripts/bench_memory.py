@@ -31,40 +31,17 @@ def median(xs: list[float]) -> float:
 
 def device_meta(device: str) -> dict:
     """What a timing depends on beyond the code: the torch build and, on CUDA, the GPU, its driver, compute
-    capability, CUDA and cuDNN versions and the TF32 / cuDNN-benchmark switches (bench_speed and gpu_check use it)."""
-    import torch
+    capability, CUDA and cuDNN versions and the TF32 / cuDNN-benchmark switches (as a run's meta.json records them;
+    bench_speed and gpu_check use it too)."""
+    import tesla_podd  # noqa: F401, I001  (first: sets OMP_WAIT_POLICY before torch loads OpenMP)
+    import torch  # noqa: I001
 
-    meta = {"device": device, "torch": torch.__version__, "cuda_build": torch.version.cuda,
-            "cpu_capability": torch.backends.cpu.get_cpu_capability(), "cpus": os.cpu_count()}
-    if not str(device).startswith("cuda") or not torch.cuda.is_available():
-        return meta
-    index = torch.device(device).index or 0
-    props = torch.cuda.get_device_properties(index)
-    meta.update(gpu=props.name, capability=f"{props.major}.{props.minor}",
-                gpu_memory_gib=round(props.total_memory / 2**30, 1), multiprocessors=props.multi_processor_count,
-                driver=nvidia_driver(), cudnn=torch.backends.cudnn.version(),
-                tf32_matmul=torch.backends.cuda.matmul.allow_tf32, tf32_cudnn=torch.backends.cudnn.allow_tf32,
-                cudnn_benchmark=torch.backends.cudnn.benchmark)
-    return meta
+    from tesla_podd.numerics import device_info, numerics_state
 
-
-def nvidia_driver() -> str | None:
-    """The NVIDIA driver version (nvidia-smi, else NVML), or None."""
-    try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-                             capture_output=True, text=True, timeout=20)
-        if out.returncode == 0 and out.stdout.strip():
-            return out.stdout.strip().splitlines()[0]
-    except (OSError, subprocess.SubprocessError):
-        pass
-    try:
-        import pynvml
-
-        pynvml.nvmlInit()
-        version = pynvml.nvmlSystemGetDriverVersion()
-        return version.decode() if isinstance(version, bytes) else str(version)
-    except Exception:  # noqa: BLE001  (no NVML: no driver to report)
-        return None
+    meta = {"device": device, "torch": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "cpus": os.cpu_count()}
+    cuda = str(device).startswith("cuda") and torch.cuda.is_available()
+    return {**meta, **device_info(torch.device(device if cuda else "cpu")), **(numerics_state() if cuda else {})}
 
 
 def time_calls(fn, warmup: int, iters: int) -> tuple[float, float]:

@@ -205,9 +205,6 @@ def step_env(check: Check) -> dict:
         data["cudnn"] = torch.backends.cudnn.version()
     except Exception:  # noqa: BLE001
         data["cudnn"] = None
-    from bench_memory import nvidia_driver
-
-    data["driver"] = nvidia_driver()
     missing = []
     for pkg in ("hydra", "omegaconf", "kornia", "pytest"):
         try:
@@ -215,14 +212,21 @@ def step_env(check: Check) -> dict:
             data[f"pkg_{pkg}"] = getattr(mod, "__version__", "?")
         except ImportError as exc:
             missing.append(f"{pkg} ({exc})")
-    if torch.cuda.is_available():
+    try:
+        from tesla_podd.devices import arch_supported, nvidia_driver
+    except ImportError as exc:
+        missing.append(f"tesla_podd ({exc})")
+        arch_supported, nvidia_driver = None, lambda: None
+    driver = nvidia_driver()
+    data["driver"] = driver.version if driver else None
+    if torch.cuda.is_available() and arch_supported:
         props = torch.cuda.get_device_properties(0)
         cap = f"{props.major}.{props.minor}"
         arch = torch.cuda.get_arch_list()
         sm = f"sm_{props.major}{props.minor}"
-        ptx_ok = any(a.startswith("compute_") and int(a.split("_")[1]) <= props.major * 10 + props.minor for a in arch)
         free, total = torch.cuda.mem_get_info(0)
-        data.update(gpu=props.name, capability=cap, arch_list=arch, arch_supported=sm in arch or ptx_ok,
+        data.update(gpu=props.name, capability=cap, arch_list=arch,
+                    arch_supported=arch_supported((props.major, props.minor), arch),
                     device_count=torch.cuda.device_count(), free_gib=round(free / 2**30, 1),
                     total_gib=round(total / 2**30, 1), multiprocessors=props.multi_processor_count,
                     tf32_matmul=torch.backends.cuda.matmul.allow_tf32, tf32_cudnn=torch.backends.cudnn.allow_tf32)
@@ -233,20 +237,25 @@ def step_env(check: Check) -> dict:
         if not data["arch_supported"]:
             stop = (f"This torch wheel has no kernels for {props.name} ({sm}; it has {' '.join(arch)}): install a "
                     "torch build for this GPU (see the matching CUDA version on pytorch.org).")
-    elif not check.dry:
-        why = ("no NVIDIA driver answers (nvidia-smi, NVML): this machine has no usable GPU" if not data["driver"]
-               else f"the NVIDIA driver {data['driver']} answers, so the driver is probably older than the CUDA "
-                    f"{torch.version.cuda} this torch was built for: install a torch build for an older CUDA (pip "
-                    "install torch --index-url https://download.pytorch.org/whl/cu121, say) or a newer driver")
-        stop = (f"No usable CUDA device: torch {torch.__version__} (built for CUDA {torch.version.cuda}) reports "
-                f"torch.cuda.is_available() = False; {why}. Run the check on a GPU machine, or `--dry-run` here.")
     try:
         from tesla_podd.devices import resolve_device
 
         data["device_auto"] = str(resolve_device("auto"))
     except Exception as exc:  # noqa: BLE001  (an honest refusal is a finding, not a crash)
-        data["device_auto"] = f"refused: {str(exc)[:300]}"
+        data["device_auto"] = f"refused: {str(exc)[:600]}"
     lines.append(f"- `device=auto` resolves to: {data['device_auto']}")
+    if not (stop or check.dry or torch.cuda.is_available()):
+        if data["device_auto"].startswith("refused"):  # the runner's own paragraph: driver, wheel CUDA, pip command
+            stop = f"No usable CUDA device: {data['device_auto'][len('refused: '):]}"
+        else:
+            why = ("no NVIDIA driver answers (nvidia-smi, /proc/driver/nvidia): no GPU here" if not data["driver"]
+                   else f"the NVIDIA driver {data['driver']} answers, so the driver is probably older than the CUDA "
+                        f"{torch.version.cuda} this torch was built for: install a torch build for an older CUDA "
+                        "(pip install torch --index-url https://download.pytorch.org/whl/cu121, say) or a newer "
+                        "driver")
+            stop = (f"No usable CUDA device: torch {torch.__version__} (built for CUDA {torch.version.cuda}) "
+                    f"reports torch.cuda.is_available() = False; {why}. Run the check on a GPU machine, or "
+                    "`--dry-run` here.")
     lines.append(f"- Python {data['python']}, {data['cpus']} CPUs; packages: "
                  + ", ".join(f"{k[4:]} {v}" for k, v in data.items() if k.startswith("pkg_")))
     if missing:
@@ -464,9 +473,30 @@ def step_numerics(check: Check) -> dict:
     lines.append(f"- two identical float32 TESLA iterations: {'bit-identical' if data['repeat_bitwise'] else 'differ'}"
                  f" (max |diff| {sci(data['repeat_max_abs_diff'])}); ops torch flags as nondeterministic: "
                  + (", ".join(flagged) or "none"))
+    # deterministic=true through the real pipeline (its sampler, its flags): the first TESLA iteration twice
+    firsts = []
+    try:
+        for _ in range(2):
+            rec: dict = {}
+
+            def first(it, call, algo, rec=rec):
+                out = call()
+                rec.setdefault("grad", algo.synset.param_groups()["images"][0].grad.detach().cpu().clone())
+                return out
+
+            probe_run(check, cifar10_ipc10(check, 1) + ["deterministic=true"], first)
+            firsts.append(rec["grad"])
+    finally:
+        torch.use_deterministic_algorithms(False)  # the run set it process-wide
+    data["deterministic_bitwise"] = bool(torch.equal(*firsts))
+    ok &= data["deterministic_bitwise"]
+    lines.append("- `deterministic=true`, the same TESLA iteration (CIFAR-10 IPC 10 shape) in two runs: "
+                 + ("bit-identical" if data["deterministic_bitwise"] else
+                    f"DIFFERENT (max |diff| {sci(float((firsts[0] - firsts[1]).abs().max()))})"))
     summary = (f"float64 CUDA = CPU (worst {sci(max(v for k, v in data.items() if k.startswith('f64_')))}); "
-               f"TF32 error {sci(data['tf32_vs_f64'])}; repeat {'bitwise' if data['repeat_bitwise'] else 'differs'}")
-    return {"status": "pass" if ok else "fail", "summary": summary if ok else "float64 CUDA != CPU: " + summary,
+               f"TF32 error {sci(data['tf32_vs_f64'])}; repeat {'bitwise' if data['repeat_bitwise'] else 'differs'}"
+               f"; deterministic=true {'bitwise' if data['deterministic_bitwise'] else 'DIFFERS'}")
+    return {"status": "pass" if ok else "fail", "summary": summary,
             "lines": lines, "data": data}
 
 

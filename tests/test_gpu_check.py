@@ -39,7 +39,12 @@ def test_dry_run_walks_every_step_and_a_rerun_merges(tmp_path, monkeypatch):
     # Python start-up fewer)
     monkeypatch.setenv("GPU_CHECK_STEPS", "eval")
     monkeypatch.setattr(sys, "argv", ["gpu_check.py", "--dry-run", "--out", str(tmp_path)])
-    assert gpu_check.main() == 0
+    environ = dict(os.environ)
+    try:
+        assert gpu_check.main() == 0
+    finally:  # main sets variables for its own process (threads, cuBLAS): not for the tests after this one
+        os.environ.clear()
+        os.environ.update(environ)
     merged = json.loads((tmp_path / "gpu_check.json").read_text())
     assert merged["meta"]["steps_run"] == ["eval"] and merged["meta"]["merged_into_previous"]
     assert list(merged["steps"]) == list(gpu_check.STEPS)

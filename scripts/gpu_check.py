@@ -34,6 +34,7 @@ import json
 import math
 import os
 import resource
+import shutil
 import signal
 import subprocess
 import sys
@@ -120,16 +121,21 @@ def markdown(rep: dict) -> str:
     for name in STEPS:
         s = rep["steps"].get(name)
         if s:
-            lines.append(f"| {name} | {s['status']} | {s.get('seconds', '-')} | {s.get('summary', '')} |")
+            lines.append(f"| {name} | {s['status']} | {s.get('seconds', '-')} | {cell(s.get('summary', ''))} |")
     targets = [t for name in STEPS for t in rep["steps"].get(name, {}).get("targets", [])]
     if targets:
         lines += ["", "## Targets", "", "| target | wanted | measured | status |", "|---|---|---|---|"]
-        lines += [f"| {t['name']} | {t['wanted']} | {t['measured']} | {t['status']} |" for t in targets]
+        lines += [f"| {t['name']} | {t['wanted']} | {cell(t['measured'])} | {t['status']} |" for t in targets]
     for name in STEPS:
         s = rep["steps"].get(name)
         if s and s.get("lines"):
             lines += ["", f"## {name}", ""] + list(s["lines"])
     return "\n".join(lines) + "\n"
+
+
+def cell(value) -> str:
+    """A value as one Markdown table cell (an error message may hold '|' or line breaks)."""
+    return " ".join(str(value).split()).replace("|", "\\|")
 
 
 def target(name: str, wanted: str, measured, ok: bool | None) -> dict:
@@ -391,7 +397,8 @@ def step_smoke(check: Check) -> dict:
                  + ("ok" if resume["ok"] else f"FAILED — {resume.get('error')}"))
     ok = all(r["ok"] for r in results) and resume["ok"]
     bad = [r["method"] for r in results if not r["ok"]] + ([] if resume["ok"] else ["resume on CPU"])
-    summary = (f"{len(results)} methods ran on {check.device}; CPU resume ok" if ok else "failed: " + ", ".join(bad))
+    ran = f"{len(results)} methods ran on {check.device}" if results else "dry run: the resume check's runs only"
+    summary = f"{ran}; CPU resume ok" if ok else "failed: " + ", ".join(bad)
     return {"status": "pass" if ok else "fail", "summary": summary, "lines": lines,
             "data": {"methods": results, "resume": resume}}
 
@@ -886,6 +893,13 @@ def main() -> int:
     check.report["meta"] = {"dry_run": check.dry, "deadline_s": check.deadline, "git": git_sha(),
                             "written": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
                             "steps_run": chosen, "merged_into_previous": merge}
+    try:
+        return run_steps(check, chosen)
+    finally:
+        shutil.rmtree(check.tmp, ignore_errors=True)  # smoke runs, probe buffers
+
+
+def run_steps(check: Check, chosen: list[str]) -> int:
     failed = False
     for name in ["env"] + [s for s in chosen if s != "env"]:  # the gate always runs
         print(f"[gpu_check] {name} ...", flush=True)
@@ -900,7 +914,8 @@ def main() -> int:
             return 2
     print(f"\nwrote {check.out / 'gpu_check.md'} and gpu_check.json "
           f"({round(time.monotonic() - check.start)} s)")
-    print(markdown(check.report).split("\n## ")[0])
+    md = markdown(check.report)  # the steps and targets tables: the end of the output is what a remote run returns
+    print(md[:md.find("\n## ", md.find("## Targets") + 1)] if "\n## " in md else md)
     return 1 if failed else 0
 
 

@@ -69,3 +69,18 @@ def test_without_cuda_the_gate_stops_with_one_paragraph(tmp_path):
     res = gpu_check.step_env(gpu_check.Check(out=tmp_path, dry=False, deadline=60, steps=["env"]))
     assert res["status"] == "fail" and res["stop"]
     assert "No usable CUDA device" in res["summary"] and "torch.cuda.is_available() = False" in res["summary"]
+
+
+def test_busy_time_is_the_union_of_the_kernel_intervals():
+    """Overlapping kernels (two streams) count once, gaps not at all, CPU events never."""
+    from types import SimpleNamespace
+
+    from torch.autograd import DeviceType
+
+    def event(start_us, end_us, device=DeviceType.CUDA):
+        return SimpleNamespace(device_type=device, time_range=SimpleNamespace(start=start_us, end=end_us))
+
+    prof = SimpleNamespace(events=lambda: [event(0, 100), event(50, 150), event(300, 400), event(120, 130),
+                                           event(0, 10_000, DeviceType.CPU)])
+    assert gpu_check.kernel_seconds(prof) == (150 + 100) / 1e6
+    assert gpu_check.kernel_seconds(SimpleNamespace(events=lambda: [event(0, 5, DeviceType.CPU)])) is None

@@ -14,7 +14,7 @@ import torch
 from ..errors import ConfigError, check_choice, check_positive
 from ..lanes import resolve_lanes
 from ..models import FlatModel
-from .base import PositiveScalar
+from .base import PositiveScalar, learnable_tensors
 from .matching import GRAD_MODES, MATCHERS, StepPlan, Student
 
 log = logging.getLogger(__name__)
@@ -39,6 +39,11 @@ class TrajectoryMatching:
         self.lr_img, self.lr_lr, self.lr_label = float(acfg.lr_img), float(acfg.lr_lr), float(acfg.lr_label)
         self.momentum = float(acfg.momentum)
         self.learn_lr = bool(acfg.learn_lr)
+        # The TESLA code scales its image gradient by 1/2 (`2 * torch.autograd.grad(...)` repeats a tuple instead of
+        # doubling the tensor), so its lr_img acts on half the loss's gradient: 0.5 reproduces it (tesla.yaml).
+        scale = acfg.get("synset_grad_scale", 1.0)
+        check_positive("algorithm.synset_grad_scale", scale)
+        self.synset_grad_scale = float(scale)
         self.labels = res.label_mode if res.label_mode in ("teacher", "teacher_last") else "own"
         # The latest target drawn is epoch (max_start_epoch - 1) + expert_epochs.
         self.experts = res.load_experts(self.max_start_epoch - 1 + self.expert_epochs)
@@ -101,6 +106,10 @@ class TrajectoryMatching:
         plans = self._plans(gen, teacher)
         extra = {"keep_every": self.keep_every} if self.mode == "exact" else {}
         loss = MATCHERS[self.mode](self.student, plans, theta0, target, self.lr, **extra)
+        if self.synset_grad_scale != 1.0:  # the synthetic set's gradient only; the learned lr's is the loss's own
+            for t in learnable_tensors(self.synset):
+                if t.grad is not None:
+                    t.grad.mul_(self.synset_grad_scale)
         if not self.learn_lr:
             self.lr.log.grad = None
         images = self.synset.param_groups()["images"]

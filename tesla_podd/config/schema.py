@@ -201,6 +201,7 @@ class TrajectoryConfig:
     lr_teacher: float = positive()
     momentum: float = fraction()
     learn_lr: bool = required()
+    synset_grad_scale: float = positive(1.0)  # x the synthetic set's gradient (tesla.yaml: 0.5, the TESLA code's)
     exact_keep_every: int = num(0, ge=0)
     compile: bool = False
     lanes: int | Literal["auto"] = positive("auto")  # tesla: both passes side by side; auto: CPU threads

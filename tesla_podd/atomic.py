@@ -43,7 +43,24 @@ def _atomic(path: Path, write) -> Path:
     return path
 
 
+def on_cpu(obj):
+    """`obj` with every tensor inside dicts, lists and tuples moved to the CPU (others kept), so a file written
+    by a CUDA run (optimiser momentum, soft labels, ...) loads with a plain `torch.load` on a CPU-only machine."""
+    if isinstance(obj, torch.Tensor):
+        return obj if obj.device.type == "cpu" else obj.cpu()
+    if isinstance(obj, dict):
+        return type(obj)((k, on_cpu(v)) for k, v in obj.items()) if type(obj) is not dict else \
+            {k: on_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [on_cpu(v) for v in obj]
+    if isinstance(obj, tuple) and not hasattr(obj, "_fields"):
+        return tuple(on_cpu(v) for v in obj)
+    return obj
+
+
 def save_torch(obj, path) -> Path:
+    """torch.save, atomically, with every tensor on the CPU (on_cpu)."""
+    obj = on_cpu(obj)
     return _atomic(path, lambda f: torch.save(obj, f))
 
 

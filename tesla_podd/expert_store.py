@@ -143,14 +143,19 @@ def check_finite(trajectory: torch.Tensor, k: int, lr_teacher: float) -> None:
         )
 
 
+PRELOADS = ("auto", "cpu", "device")
+
+
 class ExpertTrajectories(Sequence):
     """An indexable sequence of [epochs+1, P] tensors in the stored dtype (float32 unless `buffer.dtype` says
-    otherwise: convert rows with `.to(device, torch.float32)`). Each is memory-mapped from its file on access,
-    so only the rows a step touches are read and a buffer far larger than RAM works."""
+    otherwise: convert rows with `.to(device, torch.float32)`). Each is memory-mapped from its file on first
+    access and kept (a run draws a random expert every iteration: each file is opened once, not every time), so
+    only the rows a step touches are read and a buffer far larger than RAM works. `preload` can instead hold the
+    epochs a recipe reaches on the device."""
 
     def __init__(self, files: list[Path]):
         self.files = list(files)
-        self._cached: tuple[int, torch.Tensor] | None = None
+        self._loaded: dict[int, torch.Tensor] = {}
 
     def __len__(self) -> int:
         return len(self.files)
@@ -159,9 +164,31 @@ class ExpertTrajectories(Sequence):
         if isinstance(i, slice):
             return [self[j] for j in range(*i.indices(len(self)))]
         i = range(len(self))[i]
-        if self._cached is None or self._cached[0] != i:
-            self._cached = (i, _read_expert(self.files[i])["trajectory"])
-        return self._cached[1]
+        if i not in self._loaded:
+            self._loaded[i] = _read_expert(self.files[i])["trajectory"]
+        return self._loaded[i]
+
+    def preload(self, mode: str, device: torch.device, rows: int) -> ExpertTrajectories:
+        """`buffer.preload`: `cpu` keeps the memory-mapped files; `device` copies the first `rows` epochs of every
+        expert (what the recipe reaches) to `device` once, in the stored dtype; `auto` does that on CUDA when they
+        take at most half of the GPU's free memory, else `cpu`."""
+        from .errors import check_choice
+
+        check_choice("buffer.preload", mode, PRELOADS)
+        device = torch.device(device)
+        if mode == "cpu" or (mode == "auto" and device.type != "cuda"):
+            return self
+        need = sum(self[i][:rows].numel() * self[i].element_size() for i in range(len(self)))
+        if mode == "auto":
+            free, _ = torch.cuda.mem_get_info(device)
+            if need > free // 2:
+                log.info("buffer.preload=auto: the experts' %d epochs take %.2f GB, more than half of the GPU's "
+                         "%.2f GB free; they stay memory-mapped on the CPU", rows, need / 1e9, free / 1e9)
+                return self
+        for i in range(len(self)):
+            self._loaded[i] = self[i][:rows].to(device)
+        log.info("buffer.preload=%s: %d experts x %d epochs on %s (%.2f GB)", mode, len(self), rows, device, need / 1e9)
+        return self
 
     def __iter__(self) -> Iterator[torch.Tensor]:
         return (self[i] for i in range(len(self)))

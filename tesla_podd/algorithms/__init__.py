@@ -15,8 +15,9 @@ def algorithm_resources(cfg, ctx) -> AlgorithmResources:
     if cls.needs_buffer:
         from ..expert_store import open_store
 
-        def load_experts(epochs: int):
-            return open_store(cfg).load_trajectories(epochs, cfg)
+        def load_experts(epochs: int):  # epochs 0..`epochs` are reached: those are preloaded (buffer.preload)
+            trajs = open_store(cfg).load_trajectories(epochs, cfg)
+            return trajs.preload(str(cfg.buffer.get("preload", "auto")), ctx.device, epochs + 1)
 
     return AlgorithmResources(real=ctx.real, preprocess=ctx.preprocess, device=ctx.device, seed=int(cfg.seed),
                               make_model=model_factory(cfg.model, ctx.real), model_name=str(cfg.model.name),

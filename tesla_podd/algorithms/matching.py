@@ -30,6 +30,7 @@ from ..data.augment import AugParams
 from ..lanes import side_by_side_threads
 from ..models import FlatModel
 from ..synset.base import soft_cross_entropy
+from ..transfer import to_device_all
 from .base import PositiveScalar, learnable_tensors
 
 GRAD_MODES = ("unrolled", "tesla", "exact")
@@ -40,6 +41,19 @@ class StepPlan:
     idx: torch.Tensor  # synthetic-set indices of this step's mini-batch
     aug: AugParams  # this step's augmentation parameters
     y: torch.Tensor | None = None  # labels overriding the set's own (TESLA's soft labels), no grad
+
+
+def plans_to_device(plans: list[StepPlan], device) -> list[StepPlan]:
+    """An iteration's plans (drawn on the CPU) on the device in one pinned, non-blocking copy per dtype: the
+    students index and augment with device tensors, so no step waits for the GPU (transfer.py)."""
+    tensors = [t for p in plans for t in (p.idx, *p.aug.tensors(), *([] if p.y is None else [p.y]))]
+    moved = iter(to_device_all(tensors, device))
+    out = []
+    for p in plans:
+        idx = next(moved)
+        aug = p.aug.with_tensors([next(moved) for _ in p.aug.tensors()])
+        out.append(StepPlan(idx, aug, None if p.y is None else next(moved)))
+    return out
 
 
 class Student:
@@ -54,12 +68,19 @@ class Student:
     many parts: compiled functions are built GIL-free (inductor's C++ wrapper), and `lane_students` gives each
     further lane its own copy of the network."""
 
-    def __init__(self, flat_model, synset, augment, compiled: bool = False, lanes: int = 1):
+    def __init__(self, flat_model, synset, augment, compiled: bool = False, lanes: int = 1,
+                 compile_mode: str = "default"):
         self.flat, self.synset, self.augment = flat_model, synset, augment
-        self.compiled, self.lanes = bool(compiled), int(lanes)
+        self.compiled, self.lanes, self.compile_mode = bool(compiled), int(lanes), str(compile_mode)
         self._fns: dict[tuple, object] = {}
         self._copies: list[Student] = []
         self._warm_splits: set[tuple[int, ...]] = set()  # pass-1 batch splits whose compiled graphs exist
+
+    @classmethod
+    def running(cls, flat_model, synset, augment, execution) -> Student:
+        """The student of a run's `Execution` (execution.py: eager, compiled, CUDA graphs, lanes)."""
+        return cls(flat_model, synset, augment, compiled=execution.compiled, lanes=execution.lanes,
+                   compile_mode=execution.compile_mode)
 
     def lane_students(self, n: int) -> list[Student]:
         """n students for n threads. functional_call swaps the module's parameters while it runs, so eager
@@ -156,7 +177,7 @@ class Student:
             device = next(iter(self.flat.module.parameters())).device
             self._fns[key] = CompiledOrEager(_step_function(self.flat, kind, wrt_theta, diff_y), device,
                                              f"the student step's {'gradient' if kind == 'grad' else 'VJP'}",
-                                             gil_free=self.lanes > 1)
+                                             gil_free=self.lanes > 1, mode=self.compile_mode)
         return self._fns[key]
 
 

@@ -26,6 +26,7 @@ from ..models import FlatModel
 from ..seeding import generator, seeded_init
 from ..synset.base import soft_cross_entropy
 from ..synset.sampling import BATCH_SAMPLINGS, class_members, per_class_batch
+from ..transfer import to_device_all
 from .base import learnable_tensors
 
 ADAM_BETAS = (0.9, 0.999)  # torch.optim.Adam's defaults, as in the reference implementation
@@ -48,8 +49,18 @@ class Plan:
     t_end: int  # inner steps in total; the last `window` of them are differentiated through
     syn_idx: list[torch.Tensor]  # per inner step: indices into the synthetic set
     syn_aug: list[AugParams]  # per inner step: augmentation of that mini-batch
-    real_idx: torch.Tensor  # indices into the real train set
+    real_idx: torch.Tensor  # indices into the real train set (on the CPU, where the real images are)
     real_aug: AugParams  # augmentation of the real batch
+
+    def to(self, device) -> Plan:
+        """The draws the device uses (synthetic indices, augmentation parameters) there in one pinned,
+        non-blocking copy per dtype, so no inner step waits for the GPU."""
+        tensors = [*self.syn_idx, *(t for a in self.syn_aug for t in a.tensors()), *self.real_aug.tensors()]
+        moved = iter(to_device_all(tensors, device))
+        syn_idx = [next(moved) for _ in self.syn_idx]
+        syn_aug = [a.with_tensors([next(moved) for _ in a.tensors()]) for a in self.syn_aug]
+        real_aug = self.real_aug.with_tensors(list(moved))
+        return Plan(self.t_end, syn_idx, syn_aug, self.real_idx, real_aug)
 
 
 def _safe_sqrt(v: torch.Tensor) -> torch.Tensor:
@@ -119,7 +130,7 @@ class RatBPTT:
         return self.opts
 
     def meta_step(self, it: int, gen: torch.Generator) -> dict[str, float]:
-        plan = self.draw(gen, it)
+        plan = self.draw(gen, it).to(self.device)
         metrics = self.backward(self.init_theta(it), plan)
         metrics.update(self.clip_image_grad())
         return metrics
@@ -167,8 +178,8 @@ class RatBPTT:
 
     def real_batch(self, plan: Plan) -> tuple[torch.Tensor, torch.Tensor]:
         """Augmented model-space real images and their labels (preprocessed on the device: ZCA is a matmul)."""
-        x = self.preprocess(self.real.train_x[plan.real_idx].to(self.device)).to(self.dtype)
-        return self.real_aug.apply(x, plan.real_aug), self.real.train_y[plan.real_idx].to(self.device)
+        x, y = to_device_all([self.real.train_x[plan.real_idx], self.real.train_y[plan.real_idx]], self.device)
+        return self.real_aug.apply(self.preprocess(x).to(self.dtype), plan.real_aug), y
 
     def _inner_step(self, theta, m, v, t: int, plan: Plan, graph: bool):
         """Inner step t (0-based) of the plan. graph=False: nothing is recorded for the synthetic set."""

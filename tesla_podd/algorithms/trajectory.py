@@ -12,10 +12,12 @@ import logging
 import torch
 
 from ..errors import ConfigError, check_choice, check_positive
-from ..lanes import resolve_lanes
+from ..expert_store import ExpertTrajectories
 from ..models import FlatModel
+from ..transfer import to_device
 from .base import PositiveScalar, learnable_tensors
-from .matching import GRAD_MODES, MATCHERS, StepPlan, Student
+from .execution import Execution
+from .matching import GRAD_MODES, MATCHERS, StepPlan, Student, plans_to_device
 
 log = logging.getLogger(__name__)
 LABEL_MODES = ("hard", "teacher", "teacher_last", "learned", "poddl_fixed", "poddl_learned")
@@ -59,9 +61,9 @@ class TrajectoryMatching:
             raise ConfigError("`algorithm.compile=true` compiles one student step at a time, so it needs "
                               "`algorithm.grad_mode` tesla or exact, not unrolled (which keeps the graph across "
                               "all steps): set algorithm.grad_mode=exact for the same gradient as unrolled.")
-        # TESLA's pass 2 in chunks side by side on CPU threads, pass 1's batches in parts (exact, unrolled: one lane).
-        lanes = resolve_lanes(acfg.get("lanes", "auto"), res.device) if self.mode == "tesla" else 1
-        self.student = Student(self.flat, synset, res.augment, compiled=bool(acfg.compile), lanes=lanes)
+        # How the student steps run (eager, compiled, CUDA graphs; lanes on CPU), chosen once for the run.
+        self.execution = Execution.for_run(acfg, res.device, self.mode)
+        self.student = Student.running(self.flat, synset, res.augment, self.execution)
         self.lr = PositiveScalar(float(acfg.lr_teacher), device=res.device)
         self.teacher = None  # flat parameters of the last labelling expert (for the saved soft labels)
 
@@ -78,16 +80,16 @@ class TrajectoryMatching:
     def _plans(self, gen: torch.Generator, teacher: torch.Tensor | None) -> list[StepPlan]:
         """Mini-batches (permutation chunks, as MTT), augmentation parameters and labels per step."""
         n, plans, pool = self.synset.num_items, [], []
-        for _ in range(self.syn_steps):
+        for _ in range(self.syn_steps):  # every draw on the CPU, from `gen`
             if len(pool) < self.batch_syn:
                 pool = torch.randperm(n, generator=gen).tolist()
             idx, pool = torch.tensor(pool[: self.batch_syn]), pool[self.batch_syn :]
-            idx = idx.to(self.device)
-            y = None
-            if teacher is not None:
-                with torch.no_grad():
-                    y = torch.softmax(self.flat(teacher, self.synset.sample(idx).x), dim=1)
-            plans.append(StepPlan(idx, self.augment.sample(len(idx), self.hw, gen), y))
+            plans.append(StepPlan(idx, self.augment.sample(len(idx), self.hw, gen)))
+        plans = plans_to_device(plans, self.device)  # then on the device at once: no step waits for the GPU
+        if teacher is not None:
+            with torch.no_grad():
+                for plan in plans:
+                    plan.y = torch.softmax(self.flat(teacher, self.synset.sample(plan.idx).x), dim=1)
         return plans
 
     def meta_step(self, it: int, gen: torch.Generator) -> dict[str, float]:
@@ -95,13 +97,13 @@ class TrajectoryMatching:
         start = int(torch.randint(self.max_start_epoch, (1,), generator=gen))
         traj = self.experts[k]
         dev = self.device
-        theta0 = traj[start].to(dev, torch.float32)
-        target = traj[start + self.expert_epochs].to(dev, torch.float32)
+        # Rows on the device already (buffer.preload) convert there; rows from the files go over without a sync.
+        theta0, target = (to_device(traj[e], dev).to(torch.float32) for e in (start, start + self.expert_epochs))
         teacher = None
         if self.labels == "teacher":
             teacher = target
         elif self.labels == "teacher_last":
-            teacher = traj[-1].to(dev, torch.float32)
+            teacher = self._last_epoch(k)
         self.teacher = teacher
         plans = self._plans(gen, teacher)
         extra = {"keep_every": self.keep_every} if self.mode == "exact" else {}
@@ -116,6 +118,15 @@ class TrajectoryMatching:
         grad_norm = torch.sqrt(sum((t.grad.detach() ** 2).sum() for t in images if t.grad is not None)).item()
         return {"loss": loss, "syn_lr": self.lr.value.item(), "start_epoch": float(start), "expert": float(k),
                 "grad_norm": grad_norm}
+
+    def _last_epoch(self, k: int) -> torch.Tensor:
+        """Expert k's last stored epoch (labels=teacher_last), read from its file: a device preload keeps only
+        the epochs the matching reaches."""
+        traj = self.experts[k]
+        files = getattr(self.experts, "files", None)
+        if files is not None and traj.device.type != "cpu":
+            traj = ExpertTrajectories([files[k]])[0]
+        return to_device(traj[-1], self.device).to(torch.float32)
 
     # ---- results ------------------------------------------------------------------------------------
     def eval_lr(self) -> float:

@@ -204,6 +204,7 @@ class TrajectoryConfig:
     synset_grad_scale: float = positive(1.0)  # x the synthetic set's gradient (tesla.yaml: 0.5, the TESLA code's)
     exact_keep_every: int = num(0, ge=0)
     compile: bool = False
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune-no-cudagraphs"] = "default"  # CUDA only
     lanes: int | Literal["auto"] = positive("auto")  # tesla: both passes side by side; auto: CPU threads
 
 
@@ -244,6 +245,7 @@ class BufferConfig:
     dtype: Literal["float32", "float16", "bfloat16"] = "float32"
     keep_epochs: int | None = positive(None)
     repair: bool = False
+    preload: Literal["auto", "cpu", "device"] = "auto"  # where distillation keeps the expert epochs it reaches
     amp: Literal["none", "bf16"] = required()
     channels_last: bool = False  # NHWC expert convs (speed only)
     compile: bool = False  # torch.compile the expert network (speed only)

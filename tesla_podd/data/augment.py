@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import ConfigError, check_choice
+from ..transfer import to_device_all
+from .bilinear import affine_sample
 
 Params = dict[str, torch.Tensor]
 
@@ -34,6 +36,19 @@ class AugParams:
     @property
     def ops(self) -> list[str]:
         return [name for name, _ in self.steps]
+
+    def tensors(self) -> list[torch.Tensor]:
+        return [v for _, p in self.steps for v in p.values()]
+
+    def with_tensors(self, tensors: list[torch.Tensor]) -> AugParams:
+        """The same draw holding `tensors` (in the order of `tensors()`), e.g. their copies on the device."""
+        it = iter(tensors)
+        return AugParams([(op, {k: next(it) for k in p}) for op, p in self.steps])
+
+    def to(self, device) -> AugParams:
+        """The draw on `device` in one pinned, non-blocking copy per dtype (transfer.py), so `apply` on CUDA
+        images never waits for the GPU; the values are the CPU draw's."""
+        return self.with_tensors(to_device_all(self.tensors(), device))
 
 
 def _uniform(n: int, lo: float, hi: float, g: torch.Generator) -> torch.Tensor:
@@ -109,13 +124,14 @@ class DSA:
 
     # ---- application (deterministic, differentiable in x) ----
     def apply(self, x: torch.Tensor, params: AugParams) -> torch.Tensor:
+        # Params already on x's device (AugParams.to, once per plan) make these casts device-side: no sync.
         for op, p in params.steps:
             p = {k: v.to(x.device, x.dtype if v.is_floating_point() else v.dtype) for k, v in p.items()}
             x = getattr(self, f"_apply_{op}")(x, p)
         return x
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        return self.apply(x, self.sample(x.shape[0], tuple(x.shape[-2:]), generator))
+        return self.apply(x, self.sample(x.shape[0], tuple(x.shape[-2:]), generator).to(x.device))
 
     @staticmethod
     def _apply_color(x: torch.Tensor, p: Params) -> torch.Tensor:
@@ -153,6 +169,8 @@ class DSA:
         return torch.where(p["flip"].view(-1, 1, 1, 1), x.flip(3), x)
 
     def _affine(self, x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+        if torch.are_deterministic_algorithms_enabled():  # `deterministic=true`: grid_sample's backward is not
+            return affine_sample(x, theta, self.align_corners)  # the same interpolation, transposed by matmuls
         grid = F.affine_grid(theta, list(x.shape), align_corners=self.align_corners)
         return F.grid_sample(x, grid, align_corners=self.align_corners)
 

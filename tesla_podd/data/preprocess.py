@@ -86,7 +86,8 @@ def build_preprocessor(dataset_cfg, real: RealData, cache_dir: str | Path) -> Pr
     path = Path(cache_dir) / "zca" / f"{key}.pt"
     if path.exists():
         try:
-            return Preprocessor(real.mean, real.std, ZCA.from_state_dict(torch.load(path, weights_only=False)))
+            state = torch.load(path, map_location="cpu", weights_only=False)
+            return Preprocessor(real.mean, real.std, ZCA.from_state_dict(state))
         except Exception as exc:
             log.warning("ZCA cache %s unreadable (%s); fitting again", path, exc)
     log.info("fitting %s ZCA (eps %.3g) on %d train images", kind, eps, fit_x.shape[0])

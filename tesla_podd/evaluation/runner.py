@@ -18,6 +18,7 @@ from ..errors import ConfigError
 from ..lanes import side_by_side_threads
 from ..models import build_model, canonical_name, model_tag
 from ..seeding import generator, seeded_init
+from ..transfer import to_device_all
 from .protocol import Protocol
 from .selection import per_model
 from .trainer import SingleLearner, StackedLearner, can_stack, train_networks
@@ -73,6 +74,8 @@ def run_units(units: Sequence[Unit], arch_specs: dict, syn, proto: Protocol | di
     (`eval.lr_by_model`)."""
     protos = proto if isinstance(proto, dict) else {u.arch: proto for u in units}
     x, y = syn.images.detach().to(device), syn.labels.detach().to(device)
+    # The measured sets (test, val) go to the device once and stay there for every unit and every measurement.
+    measure = {k: None if v is None else tuple(to_device_all(v, device)) for k, v in measure.items()}
     results: dict[Unit, dict] = {}
     bar = tqdm(total=sum(protos[u.arch].length for u in units), desc=f"{stream} {len(units)} nets",
                disable=not progress, leave=False, mininterval=2.0)

@@ -22,6 +22,7 @@ from torch.func import functional_call, stack_module_state, vmap
 
 from ..synset.base import soft_cross_entropy
 from ..synset.sampling import class_members, per_class_batch
+from ..transfer import to_device_all
 from .protocol import Protocol
 
 Curve = list[dict]  # [{"length": L, "test": acc %, "val": acc % | None}, ...]
@@ -108,12 +109,13 @@ def accuracies(learner, x: torch.Tensor, y: torch.Tensor, device: torch.device) 
     # CPU: small chunks stay in cache (chunks of 32 measured 1.1-1.6x faster than 256 on ConvNet, ResNet-18,
     # VGG-11 and ViT: scripts/bench_speed.py --accuracy-models); CUDA wants large ones.
     chunk = max(8, 32 // learner.num_models) if device.type == "cpu" else max(32, 256 // learner.num_models)
-    correct = torch.zeros(learner.num_models, dtype=torch.long)
+    # Counted on the device, read once at the end (x, y are there already when run_units placed them).
+    correct = torch.zeros(learner.num_models, dtype=torch.long, device=device)
     for i in range(0, x.shape[0], chunk):
-        pred = learner.shared_logits(x[i : i + chunk].to(device)).argmax(-1).cpu()  # [K, B]
-        correct += (pred == y[i : i + chunk].cpu().view(1, -1)).sum(1)
+        pred = learner.shared_logits(x[i : i + chunk].to(device)).argmax(-1)  # [K, B]
+        correct += (pred == y[i : i + chunk].to(device).view(1, -1)).sum(1)
     learner.train(True)
-    return [100.0 * float(c) / max(1, x.shape[0]) for c in correct]
+    return [100.0 * c / max(1, x.shape[0]) for c in correct.tolist()]
 
 
 def train_networks(learner, x: torch.Tensor, y: torch.Tensor, proto: Protocol, augment,
@@ -133,7 +135,8 @@ def train_networks(learner, x: torch.Tensor, y: torch.Tensor, proto: Protocol, a
     learner.train(True)
     members = class_members(y) if proto.batch_sampling == "per_class" else None
     for done in range(1, proto.length + 1):
-        plans = [unit_batches(n, proto, g, members) for g in gens]
+        # drawn on the CPU (seeded), then on x's device in one non-blocking copy per network: no sync per batch
+        plans = [to_device_all(unit_batches(n, proto, g, members), x.device) for g in gens]
         for b in range(len(plans[0])):
             xs = [augment(x[plan[b]], g) for plan, g in zip(plans, gens)]
             logits = learner.logits(xs)

@@ -18,6 +18,7 @@ from ..errors import check_choice, check_positive
 from ..expert_store import DTYPES, check_finite, open_store, select_experts
 from ..models import FlatModel, build_model
 from ..seeding import generator, seeded_init
+from ..transfer import to_device, to_device_all
 
 log = logging.getLogger(__name__)
 
@@ -88,10 +89,12 @@ class _ExpertTrainer:
         train_x = pre(real.train_x).to(device) if small else real.train_x
         train_y = real.train_y.to(device)
 
-        def fetch(idx):
+        def fetch(idx):  # CPU batch indices (seeded draws) reach the device without a sync (transfer.py)
             if small:
-                return train_x[idx.to(device)], train_y[idx.to(device)]
-            return pre(train_x[idx].to(device)), train_y[idx.to(device)]
+                idx = to_device(idx, device)
+                return train_x[idx], train_y[idx]
+            x, idx = to_device_all([train_x[idx], idx], device)
+            return pre(x), train_y[idx]
 
         self.fetch = fetch
         self.augment = ctx.augment if b.augment else (lambda x, gen: x)

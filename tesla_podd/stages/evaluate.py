@@ -85,7 +85,7 @@ def _batched(cfg, ctx) -> bool:
 
 def _lanes(cfg, ctx) -> int:
     """`eval.lanes`: auto = torch's intra-op thread count on CPU (networks side by side), 1 on CUDA."""
-    return resolve_lanes(cfg.eval.get("lanes", "auto"), ctx.device)
+    return resolve_lanes(cfg.eval.get("lanes", "auto"), ctx.device, "eval.lanes")
 
 
 def _augment(cfg, ctx):

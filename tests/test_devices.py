@@ -98,3 +98,19 @@ def test_meta_json_records_device_numerics_and_compile(tmp_path):
     assert meta["cuda"] == torch.version.cuda and "cudnn" in meta and meta["device"] == "cpu"
     assert set(meta["numerics"]) >= {"allow_tf32_matmul", "allow_tf32_cudnn", "cudnn_benchmark", "deterministic"}
     assert meta["compile"] == {"algorithm": True, "algorithm_mode": "default", "buffer": False}
+
+
+def test_a_deterministic_smoke_run_writes_its_numerics(smoke_cfg, tmp_path):
+    """deterministic=true through buffer and distill (DSA scale/rotate on the matmul sampler): no op refuses."""
+    import json
+
+    from tesla_podd.train import run
+
+    try:
+        run(smoke_cfg("deterministic=true", "precision=fp32", "stages=[buffer,distill]",
+                      "augment.strategy=scale_rotate", "algorithm.iterations=2"), run_dir=tmp_path / "r")
+        meta = json.loads((tmp_path / "r" / "meta.json").read_text())
+        assert meta["numerics"]["deterministic"] is True
+    finally:
+        torch.use_deterministic_algorithms(False)
+    assert (tmp_path / "r" / "synset.pt").exists()

@@ -36,10 +36,15 @@ def ship(run_dir: Path, name: str, out: Path, max_synset_kb: int) -> dict:
     experiment = next((o.split("=", 1)[1] for o in overrides if o.startswith("experiment=")), None)
     rest = [o for o in overrides if not o.startswith(("experiment=", "paths.", "hydra."))]
     meta = json.loads((run_dir / "meta.json").read_text()) if (run_dir / "meta.json").is_file() else {}
+    # Local folders are not part of a result: the command names the data folder generically, the config drops
+    # `paths` (this machine's folders).
+    command = [o if not o.startswith("paths.data_dir=") else "paths.data_dir=/path/to/data"
+               for o in overrides if not o.startswith(("hydra.", "paths.")) or o.startswith("paths.data_dir=")]
+    config = yaml.safe_load((run_dir / ".hydra" / "config.yaml").read_text()) or {}
+    config.pop("paths", None)
     side = {"format": "tesla-podd/shipped-result", "legacy": False, "experiment": experiment, "overrides": rest,
-            "command": "python -m tesla_podd.train " + shlex.join(overrides),
-            "git": meta.get("git"), "config": yaml.safe_load((run_dir / ".hydra" / "config.yaml").read_text()),
-            "synset": None}
+            "command": "python -m tesla_podd.train " + shlex.join(command), "git": meta.get("git"),
+            "config": config, "synset": None}
     synset = Path(report.get("synset_path") or run_dir / "synset.pt")
     if synset.is_file():
         data = synset.read_bytes()
@@ -51,6 +56,7 @@ def ship(run_dir: Path, name: str, out: Path, max_synset_kb: int) -> dict:
             again = [f"experiment={experiment}", *keep, "stages=[eval]",
                      f"eval.synset_path=docs/results/{name}.synset.pt"]
             side["reevaluate"] = "python -m tesla_podd.train " + shlex.join(again)
+    report["synset_path"] = side["synset"]  # the shipped set (null: not shipped), not this machine's folder
     atomic.write_json(report, out / f"{name}.json")
     atomic.write_json(side, out / f"{name}.run.json")
     return side

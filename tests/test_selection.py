@@ -107,9 +107,18 @@ def test_smoke_run_selects_over_checkpoints_and_survives_a_kill(smoke_cfg, tmp_p
     assert report["max_over_checkpoints"]["mean"] == pytest.approx(max(tests))
     assert report["checkpoints"][-1]["final"]["mean"] == pytest.approx(report["final"]["mean"])
     assert (run_dir / "synset_best.pt").is_file()
+    # the checkpoint sets are pruned once eval.json is written; their records stay and read back alone
+    assert not list((run_dir / "selection").glob("it_*/synset.pt"))
+    assert [r["synset"] for r in report["checkpoints"]] == [None, None, "synset.pt"]
     assert report["synset_best"]["iteration"] == report["val_selected_checkpoint"]["iteration"]
     # every network of every checkpoint trained exactly once (2 per checkpoint; the resume redid nothing)
     assert len(trained) == 6, trained
+    trained.clear()  # re-evaluating the run (stages=[eval]) trains nothing: every record is on disk
+    run(smoke_cfg(*SMOKE, "stages=[eval]"), run_dir=run_dir)
+    again = json.loads((run_dir / "eval.json").read_text())
+    assert trained == [] and [r["iteration"] for r in again["checkpoints"]] == [1, 2, 3]
+    assert again["max_over_checkpoints"] == report["max_over_checkpoints"]
+    assert again["synset_best"] == report["synset_best"]
 
 
 def test_a_run_killed_inside_a_checkpoint_evaluation_finishes_only_the_missing_network(smoke_cfg, tmp_path,

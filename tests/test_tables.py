@@ -137,8 +137,9 @@ def test_ship_result_carries_config_command_sha_and_a_small_set(tmp_path):
     run, out = tmp_path / "run", tmp_path / "results"
     (run / ".hydra").mkdir(parents=True)
     out.mkdir()
-    (run / ".hydra" / "overrides.yaml").write_text("- experiment=tesla_x\n- seed=3\n- paths.data_dir=/d\n")
-    (run / ".hydra" / "config.yaml").write_text("ipc: 1\nseed: 3\n")
+    (run / ".hydra" / "overrides.yaml").write_text("- experiment=tesla_x\n- seed=3\n- paths.data_dir=/d\n"
+                                                   "- hydra.run.dir=/tmp/x\n")
+    (run / ".hydra" / "config.yaml").write_text("ipc: 1\nseed: 3\npaths: {data_dir: /d}\n")
     (run / "meta.json").write_text(json.dumps({"git": "0123abc", "argv": ["x"]}))
     (run / "synset.pt").write_bytes(b"0" * 2048)
     (run / "eval.json").write_text(json.dumps({**_report(30.0), "synset_path": str(run / "synset.pt")}))
@@ -149,10 +150,11 @@ def test_ship_result_carries_config_command_sha_and_a_small_set(tmp_path):
         sys.path.pop(0)
     side = ship_result.ship(run, "t", out, max_synset_kb=4)
     assert side["git"] == "0123abc" and side["config"] == {"ipc": 1, "seed": 3}
-    assert side["command"] == "python -m tesla_podd.train experiment=tesla_x seed=3 paths.data_dir=/d"
+    assert side["command"] == "python -m tesla_podd.train experiment=tesla_x seed=3 paths.data_dir=/path/to/data"
     assert (out / "t.synset.pt").read_bytes() == b"0" * 2048 and side["synset"] == "t.synset.pt"
     assert side["reevaluate"].endswith("experiment=tesla_x seed=3 'stages=[eval]' "
                                        "eval.synset_path=docs/results/t.synset.pt")
+    assert json.loads((out / "t.json").read_text())["synset_path"] == "t.synset.pt"
     (record,) = tables.read_records([out])
     assert record.experiment == "tesla_x" and record.seed == "3" and record.report["final"]["mean"] == 30.0
     assert ship_result.ship(run, "big", out, max_synset_kb=1)["synset"] is None  # too large: not shipped

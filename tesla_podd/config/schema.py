@@ -261,6 +261,7 @@ class DistillConfig:
     image_every: int = interval()
     eval_every: int = interval()
     select_every: int | None = interval(0)  # full evaluations over checkpoints (stages/selection.py); 0/None: off
+    select_keep_sets: bool = False  # keep the checkpoint sets after eval.json is written
     eval_at_start: bool = required()
     snapshot_every: int = interval()
     average_decay: float = fraction()

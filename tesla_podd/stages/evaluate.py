@@ -25,7 +25,7 @@ from ..models import canonical_name
 from ..pictures import grid_columns, save_image_grid
 from ..synset.file import SynsetFile
 from ..synset.interop import synset_for_eval
-from .selection import add_checkpoint_rules, checkpoint_record, finished_checkpoints
+from .selection import add_checkpoint_rules, checkpoint_record, finished_checkpoints, prune_sets
 
 log = logging.getLogger(__name__)
 
@@ -173,6 +173,8 @@ def run_eval(cfg, ctx) -> dict:
     final_record = checkpoint_record(int(syn.meta.get("iterations", 0) or 0), path.name, report["architectures"][first])
     earlier = finished_checkpoints(cfg, ctx, {first: specs[first]}, syn) if own else []
     add_checkpoint_rules(report, earlier + [final_record], ctx.run_dir if own else None, path)
+    if own:
+        prune_sets(cfg, report, ctx.run_dir)
     extra = {}
     if (ecfg.get("ddranking") or {}).get("enabled"):  # eval=ddranking: HLR / IOR / LRS beside the accuracies
         report["ddranking"] = run_ddranking(cfg, ctx, syn, report, first, specs[first],

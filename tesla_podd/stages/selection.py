@@ -4,14 +4,17 @@ run's full evaluation protocol, so a number can be selected over checkpoints as 
 Layout under the run dir, written as the run goes (atomic files):
     selection/it_<N>/synset.pt           the set at iteration N (saved before the distill checkpoint of N)
     selection/it_<N>/eval_units/*.json   one file per trained network (the eval stage's unit format)
+    selection/it_<N>/record.json         the checkpoint's record, once every network is trained
 A killed run keeps every finished network: on resume the checkpoints at or before the resumed iteration
 whose networks are not all on disk are finished first, and nothing finished is trained again. The final
 set is evaluated by the eval stage itself; the eval stage then reads the earlier checkpoints back and
 writes every record and every rule into eval.json (evaluation/selection.py), and copies the set the
-validation rule picked to synset_best.pt."""
+validation rule picked to synset_best.pt; the checkpoint sets are then deleted unless
+`distill.select_keep_sets` (their records stay)."""
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -22,6 +25,7 @@ from ..synset.file import SynsetFile
 log = logging.getLogger(__name__)
 
 SELECTION_DIR = "selection"
+RECORD_FILE = "record.json"  # the checkpoint's record, written once all its networks are trained
 _RECORD_KEYS = ("model", "num_models", "final", "best_val", "best_test", "curve", "models")
 
 
@@ -58,14 +62,30 @@ def _evaluate(cfg, ctx, iteration: int, syn: SynsetFile | None = None) -> dict |
 
     folder = checkpoint_dir(ctx.run_dir, iteration)
     if syn is None:
-        if not (folder / "synset.pt").is_file():
-            return None
+        if not (folder / "synset.pt").is_file():  # pruned after its run (distill.select_keep_sets): the record stays
+            stored = folder / RECORD_FILE
+            return json.loads(stored.read_text()) if stored.is_file() else None
         syn = SynsetFile.load(folder / "synset.pt")
     specs = first_architecture(cfg)
     proto, _, results = run_plan(cfg, ctx, syn, specs, folder / "eval_units", progress=False)
     arch = next(iter(specs))
-    return checkpoint_record(iteration, f"{SELECTION_DIR}/{folder.name}/synset.pt",
-                             architecture_table(arch, specs[arch], results, proto.as_dict()))
+    record = checkpoint_record(iteration, f"{SELECTION_DIR}/{folder.name}/synset.pt",
+                               architecture_table(arch, specs[arch], results, proto.as_dict()))
+    atomic.write_json(record, folder / RECORD_FILE)
+    return record
+
+
+def prune_sets(cfg, report: dict, run_dir: Path) -> None:
+    """Unless `distill.select_keep_sets`, delete the checkpoint sets once the rules are written: each holds the
+    set's preprocessing (a ZCA matrix is 38 MB at 32 px), the records stay (record.json) and the validation
+    rule's pick is synset_best.pt."""
+    if cfg.distill.get("select_keep_sets", False):
+        return
+    for record in report.get("checkpoints", [])[:-1]:
+        path = Path(run_dir) / record["synset"] if record.get("synset") else None
+        if path is not None and path.is_file() and path.parent.parent.name == SELECTION_DIR:
+            path.unlink()
+        record["synset"] = None
 
 
 def save_checkpoint_set(syn: SynsetFile, ctx, iteration: int) -> Path:
@@ -115,5 +135,10 @@ def add_checkpoint_rules(report: dict, records: list[dict], run_dir: Path | None
         return
     record = next(r for r in records if r["iteration"] == chosen["iteration"])
     source = final_path if record is records[-1] else Path(run_dir) / record["synset"]
-    target = atomic.write_bytes(Path(source).read_bytes(), Path(run_dir) / "synset_best.pt")
+    target = Path(run_dir) / "synset_best.pt"
+    if Path(source).is_file():
+        atomic.write_bytes(Path(source).read_bytes(), target)
+    elif not target.is_file():  # pruned before this re-evaluation and never copied: nothing to keep
+        log.warning("the set of checkpoint %d is no longer on disk; synset_best.pt not written", chosen["iteration"])
+        return
     report["synset_best"] = {"path": target.name, "iteration": chosen["iteration"], "length": chosen["length"]}

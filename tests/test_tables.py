@@ -43,7 +43,7 @@ def test_run_table_dry_run_prints_one_multirun_per_setting():
                         "hydra.sweep.dir=outputs/tables/tesla_table2/tesla_cifar10_ipc10_crossarch paths.data_dir=/d")
     launched = subprocess.run([sys.executable, "scripts/run_table.py", "cpu", "--dry-run", "--launcher", "joblib"],
                               cwd=REPO, capture_output=True, text=True, timeout=60).stdout.splitlines()
-    assert len(launched) == 6 and all(" -m hydra/launcher=joblib experiment=" in line for line in launched)
+    assert len(launched) == 7 and all(" -m hydra/launcher=joblib experiment=" in line for line in launched)
     bad = subprocess.run([sys.executable, "scripts/run_table.py", "no_such_table", "--dry-run"], cwd=REPO,
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "Known tables: cpu" in bad.stderr

@@ -59,7 +59,7 @@ def main(argv=None) -> int:
         out = io.StringIO()
         writer = csv.DictWriter(out, fieldnames=CSV_FIELDS)
         writer.writeheader()
-        writer.writerows(csv_rows(table, results))
+        writer.writerows(csv_rows(table, results, base=REPO))
         atomic.write_text(out.getvalue(), args.csv or md.with_suffix(".csv"))
     if table.readme and not args.no_readme and args.readme.is_file():
         new = replace_block(args.readme.read_text(), text)

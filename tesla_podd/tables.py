@@ -292,7 +292,17 @@ CSV_FIELDS = ("table", "row", "column", "experiment", "overrides", "arch", "rule
               "final_mean", "final_std", "val_selected_mean", "val_selected_std", "reference", "paper", "runs")
 
 
-def csv_rows(table: Table, results: list[CellResult]) -> list[dict]:
+def _shown(source: str, base: Path | None) -> str:
+    """A result's file relative to `base` (the repository) when it lies inside it."""
+    if base is None:
+        return source
+    try:
+        return str(Path(source).resolve().relative_to(Path(base).resolve()))
+    except ValueError:
+        return source
+
+
+def csv_rows(table: Table, results: list[CellResult], base: Path | None = None) -> list[dict]:
     rows = []
     for res in results:
         c, v = res.cell, res.values
@@ -302,7 +312,8 @@ def csv_rows(table: Table, results: list[CellResult]) -> list[dict]:
                      "ours_mean": ours.get("mean", ""), "ours_std": ours.get("std", ""), "n": len(res.runs),
                      "final_mean": fin.get("mean", ""), "final_std": fin.get("std", ""),
                      "val_selected_mean": val.get("mean", ""), "val_selected_std": val.get("std", ""),
-                     "reference": c.reference, "paper": c.paper, "runs": " ".join(r.source for r in res.runs)})
+                     "reference": c.reference, "paper": c.paper,
+                     "runs": " ".join(_shown(r.source, base) for r in res.runs)})
     return rows
 
 

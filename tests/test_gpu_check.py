@@ -59,14 +59,14 @@ def test_unknown_step_is_refused_with_the_list(tmp_path):
 
 
 def test_deadline_skips_a_step_and_names_the_rerun(tmp_path):
-    check = gpu_check.Check(out=tmp_path, dry=True, deadline=0, steps=["bench"])
+    check = gpu_check.Check(out=tmp_path, dry=True, deadline=0, steps=["bench"], tmp=tmp_path / "runs")
     res = gpu_check.run_step(check, "bench")
     assert res["status"] == "skip" and "GPU_CHECK_STEPS=bench" in res["summary"]
 
 
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="the gate passes where CUDA exists")
 def test_without_cuda_the_gate_stops_with_one_paragraph(tmp_path):
-    res = gpu_check.step_env(gpu_check.Check(out=tmp_path, dry=False, deadline=60, steps=["env"]))
+    res = gpu_check.step_env(gpu_check.Check(out=tmp_path, dry=False, deadline=60, steps=["env"], tmp=tmp_path / "r"))
     assert res["status"] == "fail" and res["stop"]
     assert "No usable CUDA device" in res["summary"] and "torch.cuda.is_available() = False" in res["summary"]
 

@@ -271,7 +271,6 @@ class DistillConfig:
 
 
 @dataclass(kw_only=True)
-@dataclass(kw_only=True)
 class SynsetImportConfig:
     """eval.synset_import: reading another code's set (tesla_podd/synset/interop.py)."""
 
@@ -297,6 +296,7 @@ class DDRankingConfig:
     temperature: float = positive(1.0)
 
 
+@dataclass(kw_only=True)
 class EvalConfig:
     """conf/eval/*.yaml (tesla_podd/evaluation/)."""
 
@@ -311,19 +311,19 @@ class EvalConfig:
     batch_size: int | None = positive(None)  # None: the whole set
     optimizer: Literal["sgd", "adam"] = required()
     lr: float | Literal["learned"] = positive()
-    fallback_lr: float = positive()
     lr_by_model: dict[str, float] | None = field(default=None, metadata={"bounds": {"gt": 0}})  # {arch: lr}
     batch_sampling: Literal["uniform", "per_class"] = "uniform"  # step unit: RaT-BPTT draws per class
+    fallback_lr: float = positive()
     momentum: float = fraction()
     weight_decay: float = num(ge=0)
     augment: bool = required()
     batched: bool | Literal["auto"] = required()  # auto: stacked on CUDA only
     lanes: int | Literal["auto"] = positive("auto")  # CPU networks side by side, one thread each; auto: the threads
     synset_path: str | None = None
-    output_dir: str | None = None
     synset_format: Literal["tesla_podd", "mtt", "datm", "rat_bptt", "podd"] = "tesla_podd"
     synset_import: SynsetImportConfig = field(default_factory=SynsetImportConfig)
     ddranking: DDRankingConfig = field(default_factory=DDRankingConfig)
+    output_dir: str | None = None
     units: list[int] | None = None  # [start, stop) of the evaluation units this job runs; None: all
     merge: bool = required()
 
@@ -351,9 +351,9 @@ class RunConfig:
     resume: bool | Literal["auto"] = required()
     resume_dir: str | None = None
     run_name: str = required()
-    paths: PathsConfig = required()
     objective: Literal["eval/acc_mean", "eval/val_mean"] = "eval/acc_mean"  # returned to a Hydra sweeper
     sweep_name: str | None = None  # a multirun's folder under outputs/multirun/ (null: the launch time)
+    paths: PathsConfig = required()
     dataset: DatasetConfig = required()
     model: Any = required()  # by model.name's family: MODEL_SCHEMAS
     augment: AugmentConfig = required()

@@ -100,6 +100,13 @@ class Student:
             return True
         return any(k[0] == "vjp" for k in self._fns) and all(f.state == "compiled" for f in self._fns.values())
 
+    def run_chunks(self, work, chunks: list) -> list:
+        """`work(chunk)` for every chunk: one chunk runs as it is; several run on the lanes, one intra-op thread
+        each either way (the same arithmetic), side by side once that is safe (threads_ready)."""
+        if len(chunks) == 1:
+            return [work(chunks[0])]
+        return side_by_side_threads(work, chunks, len(chunks) if self.threads_ready() else 1)
+
     def batch(self, plan: StepPlan):
         b = self.synset.sample(plan.idx)
         return self.augment.apply(b.x, plan.aug), (b.y if plan.y is None else plan.y)
@@ -267,11 +274,7 @@ def match_tesla(student: Student, plans: list[StepPlan], theta0, target, lr: Pos
         return total
 
     chunks = list(zip(bounds[:-1], bounds[1:], chunk_starts, student.lane_students(n_chunks)))
-    if n_chunks == 1:
-        totals = [pass2(chunks[0])]
-    else:  # one intra-op thread per chunk either way (the same arithmetic), side by side once that is safe
-        totals = side_by_side_threads(pass2, chunks, n_chunks if student.threads_ready() else 1)
-    for total in totals:
+    for total in student.run_chunks(pass2, chunks):
         for leaf, t in zip(leaves, total):
             _add_grad(leaf, t)
     lr.accumulate_grad(-2.0 / denom * (resid * grad_sum).sum())

@@ -66,6 +66,7 @@ class TrajectoryMatching:
         self.student = Student.running(self.flat, synset, res.augment, self.execution)
         self.lr = PositiveScalar(float(acfg.lr_teacher), device=res.device)
         self.teacher = None  # flat parameters of the last labelling expert (for the saved soft labels)
+        self._last_rows: dict[int, torch.Tensor] = {}  # labels=teacher_last with a device preload: CPU rows by expert
 
     # ---- optimisation -------------------------------------------------------------------------------
     def optimizers(self) -> list[torch.optim.Optimizer]:
@@ -125,7 +126,9 @@ class TrajectoryMatching:
         traj = self.experts[k]
         files = getattr(self.experts, "files", None)
         if files is not None and traj.device.type != "cpu":
-            traj = ExpertTrajectories([files[k]])[0]
+            if k not in self._last_rows:  # read each expert's file once, not every iteration
+                self._last_rows[k] = ExpertTrajectories([files[k]])[0][-1]
+            return to_device(self._last_rows[k], self.device).to(torch.float32)
         return to_device(traj[-1], self.device).to(torch.float32)
 
     # ---- results ------------------------------------------------------------------------------------

@@ -150,3 +150,19 @@ def test_docs_example_runs(tmp_path, monkeypatch):
     report = namespace["report"]
     assert report["num_models"] == 2 and 0 <= report["mean"] <= 100
     assert (tmp_path / "exported" / "images.pt").is_file()
+
+
+def test_distillation_starts_from_a_saved_set(smoke_cfg, tmp_path):
+    """`synset.init_from`: the distill stage starts from a saved set (ours, or another code's through its importer)
+    instead of drawing `synset.init`; a set of the wrong size is refused with the key named."""
+    run(smoke_cfg("method=random", "stages=[distill]", "seed=1"), run_dir=tmp_path / "a")
+    first = SynsetFile.load(tmp_path / "a" / "synset.pt")
+    export_synset(first, tmp_path / "mtt", formats=("mtt",))
+    run(smoke_cfg("method=random", "stages=[distill]", "seed=2", f"synset.init_from={tmp_path / 'mtt'}",
+                  "synset.init_from_format=mtt"), run_dir=tmp_path / "b")
+    assert torch.equal(SynsetFile.load(tmp_path / "b" / "synset.pt").images, first.images)
+    run(smoke_cfg("method=random", "stages=[distill]", "seed=3"), run_dir=tmp_path / "c")  # seeds draw other images
+    assert not torch.equal(SynsetFile.load(tmp_path / "c" / "synset.pt").images, first.images)
+    with pytest.raises(Exception, match="synset.init_from"):
+        run(smoke_cfg("method=random", "stages=[distill]", "ipc=2", f"synset.init_from={tmp_path / 'a' / 'synset.pt'}"),
+            run_dir=tmp_path / "d")

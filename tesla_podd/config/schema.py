@@ -155,6 +155,9 @@ class PixelsConfig:
     name: Literal["pixels"] = required()
     init: Literal["real", "noise", "unit_noise"] = required()
     labels: Literal["hard", "teacher", "teacher_last", "learned"] = required()
+    init_from: str | None = None
+    init_from_format: Literal["tesla_podd", "mtt", "datm", "rat_bptt"] = "tesla_podd"
+    init_from_space: Literal["model", "pixels"] = "model"
 
 
 @dataclass(kw_only=True)

@@ -11,8 +11,21 @@ from .poster import PosterSet
 def build_pixels(cfg, ctx):
     s = cfg.synset
     check_choice("synset.labels", s.labels, ["hard", "teacher", "teacher_last", "learned"])
+    learn = s.labels == "learned"
+    if s.get("init_from"):
+        return PixelSet.from_file(_initial_set(cfg, ctx), ctx.real.num_classes, cfg.ipc, ctx.device, learn)
     return PixelSet.build(ctx.real, ctx.preprocess, cfg.ipc, s.init, generator(cfg.seed, "synset-init"), ctx.device,
-                          learn_labels=s.labels == "learned")
+                          learn_labels=learn)
+
+
+def _initial_set(cfg, ctx):
+    """`synset.init_from`: a saved set (ours or another code's, read by the eval stage's importers) to start from."""
+    from .interop import import_synset
+
+    s, real = cfg.synset, ctx.real
+    return import_synset(s.init_from, str(s.init_from_format), preprocess=ctx.preprocess, class_names=real.class_names,
+                         dataset=real.name, image_shape=real.image_shape, space=str(s.init_from_space),
+                         reference_images=real.train_x[:256])
 
 
 def build_poster(cfg, ctx):

@@ -56,6 +56,20 @@ class PixelSet:
             labels = torch.nn.functional.one_hot(labels, real.num_classes)
         return cls(images.to(device), labels.to(device), real.num_classes, learn_labels)
 
+    @classmethod
+    def from_file(cls, syn, num_classes: int, ipc, device, learn_labels: bool = False) -> PixelSet:
+        """Start from a saved set (`synset.init_from`): `ipc` images per class in class-major order."""
+        want = torch.arange(num_classes).repeat_interleave(int(ipc))
+        images, labels = syn.images.float(), syn.labels
+        hard = labels.argmax(1) if labels.is_floating_point() and labels.dim() == 2 else labels
+        if images.shape[0] != want.numel() or not torch.equal(hard.cpu().long(), want):
+            raise ConfigError(
+                f"`synset.init_from` holds {images.shape[0]} images with classes {hard.tolist()[:12]}..., but "
+                f"`ipc={ipc}` needs {want.numel()} images, {int(ipc)} per class in class order (0, 0, ..., 1, 1, ...).")
+        if learn_labels:
+            want = torch.nn.functional.one_hot(want, num_classes)
+        return cls(images.to(device), want.to(device), num_classes, learn_labels)
+
     def param_groups(self) -> dict[str, list[torch.Tensor]]:
         groups = {"images": [self.images]}
         if self.labels.requires_grad:

@@ -80,3 +80,20 @@ def test_mtt_keeps_the_loss_gradient():
     assert compose_cfg("method=mtt").algorithm.synset_grad_scale == 1.0
     assert compose_cfg("method=tesla").algorithm.synset_grad_scale == 0.5
     assert compose_cfg("experiment=tesla_cifar10_ipc1_cpu").algorithm.synset_grad_scale == 0.5
+
+
+def test_expert_order_cycle_visits_every_expert_once_per_pass():
+    """algorithm.expert_order=cycle: each pass of E iterations uses every expert once, in a fresh order per pass that
+    is a function of (seed, pass) alone (so a resumed run walks the same order); uniform draws from the iteration's
+    generator."""
+    algo, *_ = _setup(None)
+    algo.experts = [torch.zeros(2, 1)] * 4
+    algo.expert_order = "cycle"
+    walk = [algo._expert_index(it, torch.Generator().manual_seed(it)) for it in range(12)]
+    passes = [walk[i : i + 4] for i in range(0, 12, 4)]
+    assert all(sorted(p) == [0, 1, 2, 3] for p in passes)
+    assert len({tuple(p) for p in passes}) > 1  # reshuffled between passes
+    assert walk == [algo._expert_index(it, torch.Generator().manual_seed(99)) for it in range(12)]
+    algo.expert_order = "uniform"
+    draws = [algo._expert_index(it, torch.Generator().manual_seed(it)) for it in range(12)]
+    assert draws == [int(torch.randint(4, (1,), generator=torch.Generator().manual_seed(it))) for it in range(12)]

@@ -14,6 +14,7 @@ import torch
 from ..errors import ConfigError, check_choice, check_positive
 from ..expert_store import ExpertTrajectories
 from ..models import FlatModel
+from ..seeding import generator
 from ..transfer import to_device
 from .base import PositiveScalar, learnable_tensors
 from .execution import Execution
@@ -37,6 +38,9 @@ class TrajectoryMatching:
         self.syn_steps = int(acfg.syn_steps)
         self.expert_epochs = int(acfg.expert_epochs)
         self.max_start_epoch = int(acfg.max_start_epoch)  # start ~ U{0..max_start_epoch-1}
+        self.expert_order = str(acfg.get("expert_order", "uniform"))
+        check_choice("algorithm.expert_order", self.expert_order, ("uniform", "cycle"))
+        self.seed = int(res.seed) if getattr(res, "seed", None) is not None else 0
         self.keep_every = int(acfg.exact_keep_every)
         self.lr_img, self.lr_lr, self.lr_label = float(acfg.lr_img), float(acfg.lr_lr), float(acfg.lr_label)
         self.momentum = float(acfg.momentum)
@@ -93,8 +97,17 @@ class TrajectoryMatching:
                     plan.y = torch.softmax(self.flat(teacher, self.synset.sample(plan.idx).x), dim=1)
         return plans
 
+    def _expert_index(self, it: int, gen: torch.Generator) -> int:
+        """uniform: a random expert; cycle: pass it // E visits every expert once, in an order drawn for that pass
+        (a function of (seed, pass), so a resumed run walks the same order)."""
+        n = len(self.experts)
+        if self.expert_order == "cycle":
+            order = torch.randperm(n, generator=generator(self.seed, "expert-order", it // n))
+            return int(order[it % n])
+        return int(torch.randint(n, (1,), generator=gen))
+
     def meta_step(self, it: int, gen: torch.Generator) -> dict[str, float]:
-        k = int(torch.randint(len(self.experts), (1,), generator=gen))
+        k = self._expert_index(it, gen)
         start = int(torch.randint(self.max_start_epoch, (1,), generator=gen))
         traj = self.experts[k]
         dev = self.device

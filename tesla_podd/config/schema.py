@@ -197,6 +197,7 @@ class TrajectoryConfig:
     syn_steps: int = positive()
     expert_epochs: int = positive()
     max_start_epoch: int = positive()
+    expert_order: Literal["uniform", "cycle"] = "uniform"
     batch_syn: int | None = positive(None)
     lr_img: float = positive()
     lr_lr: float = positive()

@@ -23,6 +23,21 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from tesla_podd import atomic  # noqa: E402
+from tesla_podd.synset.file import SynsetFile  # noqa: E402
+from tesla_podd.synset.interop import export_synset  # noqa: E402
+
+
+def _restates_preset(experiment: str | None, override: str) -> bool:
+    """Whether `key=value` only restates what the preset composes to (so the result belongs to the preset's cell)."""
+    key, _, value = override.partition("=")
+    if experiment is None or not key or key.startswith(("+", "~")) or "." not in key:
+        return False
+    from omegaconf import OmegaConf
+
+    from tesla_podd import api
+
+    current = OmegaConf.select(api.compose(f"experiment={experiment}"), key, default=None)
+    return current is not None and not OmegaConf.is_config(current) and str(current) == value
 
 
 def ship(run_dir: Path, name: str, out: Path, max_synset_kb: int) -> dict:
@@ -35,6 +50,7 @@ def ship(run_dir: Path, name: str, out: Path, max_synset_kb: int) -> dict:
     overrides = [str(o) for o in yaml.safe_load(over_path.read_text()) or []]
     experiment = next((o.split("=", 1)[1] for o in overrides if o.startswith("experiment=")), None)
     rest = [o for o in overrides if not o.startswith(("experiment=", "paths.", "hydra."))]
+    rest = [o for o in rest if not _restates_preset(experiment, o)]  # `key=<the preset's own value>` changes nothing
     meta = json.loads((run_dir / "meta.json").read_text()) if (run_dir / "meta.json").is_file() else {}
     # Local folders are not part of a result: the command names the data folder generically, the config drops
     # `paths` (this machine's folders).
@@ -49,12 +65,23 @@ def ship(run_dir: Path, name: str, out: Path, max_synset_kb: int) -> dict:
     if synset.is_file():
         data = synset.read_bytes()
         side["synset_sha1"] = hashlib.sha1(data).hexdigest()
+        keep = [o for o in rest if not o.startswith(("stages=", "eval.synset_path=", "eval.synset_format="))]
+        again = [f"experiment={experiment}", *keep, "stages=[eval]"]
         if len(data) <= max_synset_kb * 1024:
             atomic.write_bytes(data, out / f"{name}.synset.pt")
             side["synset"] = f"{name}.synset.pt"
-            keep = [o for o in rest if not o.startswith(("stages=", "eval.synset_path="))]
-            again = [f"experiment={experiment}", *keep, "stages=[eval]",
-                     f"eval.synset_path=docs/results/{name}.synset.pt"]
+            again.append(f"eval.synset_path=docs/results/{name}.synset.pt")
+        else:  # e.g. a kornia-ZCA set carries a 38 MB whitening matrix: ship the images alone (MTT layout, the
+            # run's model space), which the eval stage reads back with the ZCA refit from the same data
+            try:
+                syn = SynsetFile.load(synset)
+            except Exception:  # not a set this version reads: ship the result without it
+                syn = None
+            if syn is not None:
+                export_synset(syn, out / f"{name}.set", formats=("mtt",))
+                side["synset"], side["synset_format"] = f"{name}.set", "mtt"
+                again += [f"eval.synset_path=docs/results/{name}.set", "eval.synset_format=mtt"]
+        if side["synset"]:
             side["reevaluate"] = "python -m tesla_podd.train " + shlex.join(again)
     report["synset_path"] = side["synset"]  # the shipped set (null: not shipped), not this machine's folder
     atomic.write_json(report, out / f"{name}.json")

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from tesla_podd import tables
 
@@ -43,7 +44,7 @@ def test_run_table_dry_run_prints_one_multirun_per_setting():
                         "hydra.sweep.dir=outputs/tables/tesla_table2/tesla_cifar10_ipc10_crossarch paths.data_dir=/d")
     launched = subprocess.run([sys.executable, "scripts/run_table.py", "cpu", "--dry-run", "--launcher", "joblib"],
                               cwd=REPO, capture_output=True, text=True, timeout=60).stdout.splitlines()
-    assert len(launched) == 7 and all(" -m hydra/launcher=joblib experiment=" in line for line in launched)
+    assert len(launched) == 8 and all(" -m hydra/launcher=joblib experiment=" in line for line in launched)
     bad = subprocess.run([sys.executable, "scripts/run_table.py", "no_such_table", "--dry-run"], cwd=REPO,
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "Known tables: cpu" in bad.stderr
@@ -126,9 +127,9 @@ def test_listing_makes_a_sweeps_keys_columns(tmp_path):
 
 def test_the_shipped_cpu_table_reads_back_from_the_repository():
     results = tables.collect(tables.load_table("cpu"), tables.read_records([REPO / "docs" / "results"]))
-    by_row = {r.cell.experiment: r for r in results}
+    by_row = {(r.cell.experiment, tuple(r.cell.overrides)): r for r in results}
     assert all(r.runs for r in results), [r.cell.row for r in results if not r.runs]
-    tesla = by_row["tesla_cifar10_ipc1_cpu"]
+    tesla = by_row[("tesla_cifar10_ipc1_cpu", ("algorithm.synset_grad_scale=1.0",))]  # the images' full gradient
     assert len(tesla.runs) == 3 and tesla.values["final"]["n"] == 3  # seeds 0, 1, 2; buffer variants excluded
     assert tesla.values["final"]["mean"] == pytest.approx((35.508 + 36.67 + 37.38) / 3, abs=0.01)
 
@@ -158,3 +159,31 @@ def test_ship_result_carries_config_command_sha_and_a_small_set(tmp_path):
     (record,) = tables.read_records([out])
     assert record.experiment == "tesla_x" and record.seed == "3" and record.report["final"]["mean"] == 30.0
     assert ship_result.ship(run, "big", out, max_synset_kb=1)["synset"] is None  # too large: not shipped
+
+
+def test_ship_result_ships_a_large_set_as_its_images_and_drops_restated_overrides(tmp_path):
+    """A set too large to ship whole (a ZCA set carries its whitening matrix) travels as its images in the MTT
+    layout, which the eval stage reads back; an override restating the preset's own value is not part of the cell."""
+    from tesla_podd.data.preprocess import Preprocessor
+    from tesla_podd.synset.file import SynsetFile
+
+    run, out = tmp_path / "run", tmp_path / "results"
+    (run / ".hydra").mkdir(parents=True)
+    out.mkdir()
+    (run / ".hydra" / "overrides.yaml").write_text("- experiment=tesla_cifar10_ipc1_cpu\n- seed=1\n"
+                                                   "- algorithm.expert_order=uniform\n- algorithm.expert_order=cycle\n")
+    (run / ".hydra" / "config.yaml").write_text("ipc: 1\n")
+    syn = SynsetFile(images=torch.randn(10, 3, 8, 8), labels=torch.arange(10), lr=0.01,
+                     preprocess=Preprocessor([0.5] * 3, [0.25] * 3), class_names=list("abcdefghij"), dataset="fake")
+    syn.save(run / "synset.pt")
+    (run / "eval.json").write_text(json.dumps({**_report(30.0), "synset_path": str(run / "synset.pt")}))
+    sys.path.insert(0, str(REPO / "scripts"))
+    try:
+        import ship_result
+    finally:
+        sys.path.pop(0)
+    side = ship_result.ship(run, "t", out, max_synset_kb=0)
+    assert side["overrides"] == ["seed=1", "algorithm.expert_order=cycle"]
+    assert side["synset"] == "t.set" and side["synset_format"] == "mtt"
+    assert torch.equal(torch.load(out / "t.set" / "images.pt"), syn.images)
+    assert side["reevaluate"].endswith("eval.synset_path=docs/results/t.set eval.synset_format=mtt")

@@ -27,17 +27,24 @@ from tesla_podd.synset.file import SynsetFile  # noqa: E402
 from tesla_podd.synset.interop import export_synset  # noqa: E402
 
 
-def _restates_preset(experiment: str | None, override: str) -> bool:
-    """Whether `key=value` only restates what the preset composes to (so the result belongs to the preset's cell)."""
-    key, _, value = override.partition("=")
-    if experiment is None or not key or key.startswith(("+", "~")) or "." not in key:
-        return False
+def _restating_preset(experiment: str | None, overrides: list[str]) -> set[str]:
+    """The overrides `key=value` that only restate what the preset composes to (so the result belongs to the
+    preset's cell); the preset is composed once."""
+    candidates = [o for o in overrides if "." in o.partition("=")[0] and not o.startswith(("+", "~"))]
+    if experiment is None or not candidates:
+        return set()
     from omegaconf import OmegaConf
 
     from tesla_podd import api
 
-    current = OmegaConf.select(api.compose(f"experiment={experiment}"), key, default=None)
-    return current is not None and not OmegaConf.is_config(current) and str(current) == value
+    preset = api.compose(f"experiment={experiment}")
+    same = set()
+    for o in candidates:
+        key, _, value = o.partition("=")
+        current = OmegaConf.select(preset, key, default=None)
+        if current is not None and not OmegaConf.is_config(current) and str(current) == value:
+            same.add(o)
+    return same
 
 
 def ship(run_dir: Path, name: str, out: Path, max_synset_kb: int) -> dict:
@@ -50,7 +57,8 @@ def ship(run_dir: Path, name: str, out: Path, max_synset_kb: int) -> dict:
     overrides = [str(o) for o in yaml.safe_load(over_path.read_text()) or []]
     experiment = next((o.split("=", 1)[1] for o in overrides if o.startswith("experiment=")), None)
     rest = [o for o in overrides if not o.startswith(("experiment=", "paths.", "hydra."))]
-    rest = [o for o in rest if not _restates_preset(experiment, o)]  # `key=<the preset's own value>` changes nothing
+    restated = _restating_preset(experiment, rest)
+    rest = [o for o in rest if o not in restated]  # `key=<the preset's own value>` changes nothing
     meta = json.loads((run_dir / "meta.json").read_text()) if (run_dir / "meta.json").is_file() else {}
     # Local folders are not part of a result: the command names the data folder generically, the config drops
     # `paths` (this machine's folders).

@@ -134,21 +134,32 @@ def test_the_shipped_cpu_table_reads_back_from_the_repository():
     assert tesla.values["final"]["mean"] == pytest.approx((35.508 + 36.67 + 37.38) / 3, abs=0.01)
 
 
-def test_ship_result_carries_config_command_sha_and_a_small_set(tmp_path):
+def _finished_run(tmp_path, overrides_yaml: str, config_yaml: str):
+    """A run folder as Hydra leaves it (overrides and composed config), and an empty results folder."""
     run, out = tmp_path / "run", tmp_path / "results"
     (run / ".hydra").mkdir(parents=True)
     out.mkdir()
-    (run / ".hydra" / "overrides.yaml").write_text("- experiment=tesla_x\n- seed=3\n- paths.data_dir=/d\n"
-                                                   "- hydra.run.dir=/tmp/x\n")
-    (run / ".hydra" / "config.yaml").write_text("ipc: 1\nseed: 3\npaths: {data_dir: /d}\n")
-    (run / "meta.json").write_text(json.dumps({"git": "0123abc", "argv": ["x"]}))
-    (run / "synset.pt").write_bytes(b"0" * 2048)
-    (run / "eval.json").write_text(json.dumps({**_report(30.0), "synset_path": str(run / "synset.pt")}))
+    (run / ".hydra" / "overrides.yaml").write_text(overrides_yaml)
+    (run / ".hydra" / "config.yaml").write_text(config_yaml)
+    return run, out
+
+
+def _ship_result_module():
     sys.path.insert(0, str(REPO / "scripts"))
     try:
         import ship_result
     finally:
         sys.path.pop(0)
+    return ship_result
+
+
+def test_ship_result_carries_config_command_sha_and_a_small_set(tmp_path):
+    run, out = _finished_run(tmp_path, "- experiment=tesla_x\n- seed=3\n- paths.data_dir=/d\n- hydra.run.dir=/tmp/x\n",
+                             "ipc: 1\nseed: 3\npaths: {data_dir: /d}\n")
+    (run / "meta.json").write_text(json.dumps({"git": "0123abc", "argv": ["x"]}))
+    (run / "synset.pt").write_bytes(b"0" * 2048)
+    (run / "eval.json").write_text(json.dumps({**_report(30.0), "synset_path": str(run / "synset.pt")}))
+    ship_result = _ship_result_module()
     side = ship_result.ship(run, "t", out, max_synset_kb=4)
     assert side["git"] == "0123abc" and side["config"] == {"ipc": 1, "seed": 3}
     assert side["command"] == "python -m tesla_podd.train experiment=tesla_x seed=3 paths.data_dir=/path/to/data"
@@ -167,21 +178,13 @@ def test_ship_result_ships_a_large_set_as_its_images_and_drops_restated_override
     from tesla_podd.data.preprocess import Preprocessor
     from tesla_podd.synset.file import SynsetFile
 
-    run, out = tmp_path / "run", tmp_path / "results"
-    (run / ".hydra").mkdir(parents=True)
-    out.mkdir()
-    (run / ".hydra" / "overrides.yaml").write_text("- experiment=tesla_cifar10_ipc1_cpu\n- seed=1\n"
-                                                   "- algorithm.expert_order=uniform\n- algorithm.expert_order=cycle\n")
-    (run / ".hydra" / "config.yaml").write_text("ipc: 1\n")
+    run, out = _finished_run(tmp_path, "- experiment=tesla_cifar10_ipc1_cpu\n- seed=1\n"
+                             "- algorithm.expert_order=uniform\n- algorithm.expert_order=cycle\n", "ipc: 1\n")
     syn = SynsetFile(images=torch.randn(10, 3, 8, 8), labels=torch.arange(10), lr=0.01,
                      preprocess=Preprocessor([0.5] * 3, [0.25] * 3), class_names=list("abcdefghij"), dataset="fake")
     syn.save(run / "synset.pt")
     (run / "eval.json").write_text(json.dumps({**_report(30.0), "synset_path": str(run / "synset.pt")}))
-    sys.path.insert(0, str(REPO / "scripts"))
-    try:
-        import ship_result
-    finally:
-        sys.path.pop(0)
+    ship_result = _ship_result_module()
     side = ship_result.ship(run, "t", out, max_synset_kb=0)
     assert side["overrides"] == ["seed=1", "algorithm.expert_order=cycle"]
     assert side["synset"] == "t.set" and side["synset_format"] == "mtt"

@@ -33,7 +33,7 @@ def _setup(scale: float | None):
     if scale is not None:
         overrides.append(f"algorithm.synset_grad_scale={scale}")
     acfg = compose_cfg(*overrides).algorithm
-    res = SimpleNamespace(device=torch.device("cpu"), augment=NoAugment(), label_mode="hard",
+    res = SimpleNamespace(device=torch.device("cpu"), seed=0, augment=NoAugment(), label_mode="hard",
                           load_experts=lambda n: [torch.stack([theta0, target])],
                           real=SimpleNamespace(image_shape=(3, SIZE, SIZE)), make_model=make, model_name="convnet")
     return TrajectoryMatching(acfg, synset, res), synset, theta0, target

@@ -40,7 +40,7 @@ class TrajectoryMatching:
         self.max_start_epoch = int(acfg.max_start_epoch)  # start ~ U{0..max_start_epoch-1}
         self.expert_order = str(acfg.get("expert_order", "uniform"))
         check_choice("algorithm.expert_order", self.expert_order, ("uniform", "cycle"))
-        self.seed = int(res.seed) if getattr(res, "seed", None) is not None else 0
+        self.seed = int(res.seed)  # the cycle's per-pass orders (per-iteration draws come from the loop's generator)
         self.keep_every = int(acfg.exact_keep_every)
         self.lr_img, self.lr_lr, self.lr_label = float(acfg.lr_img), float(acfg.lr_lr), float(acfg.lr_label)
         self.momentum = float(acfg.momentum)

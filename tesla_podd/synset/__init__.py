@@ -20,12 +20,10 @@ def build_pixels(cfg, ctx):
 
 def _initial_set(cfg, ctx):
     """`synset.init_from`: a saved set (ours or another code's, read by the eval stage's importers) to start from."""
-    from .interop import import_synset
+    from .interop import import_into_run
 
-    s, real = cfg.synset, ctx.real
-    return import_synset(s.init_from, str(s.init_from_format), preprocess=ctx.preprocess, class_names=real.class_names,
-                         dataset=real.name, image_shape=real.image_shape, space=str(s.init_from_space),
-                         reference_images=real.train_x[:256])
+    s = cfg.synset
+    return import_into_run(s.init_from, str(s.init_from_format), ctx, space=str(s.init_from_space))
 
 
 def build_poster(cfg, ctx):

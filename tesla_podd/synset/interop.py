@@ -261,20 +261,26 @@ def preprocessor_from(path) -> Preprocessor:
                       "preprocessor/ZCA state (torch file); it is missing or holds neither.")
 
 
+def import_into_run(path, fmt: str, ctx, preprocess: Preprocessor | None = None, **options) -> SynsetFile:
+    """Another code's set in this run's dataset (classes, image shape, model space; the normalisation checked
+    against a fixed sample of its train images): the eval stage's `eval.synset_format` and `synset.init_from`."""
+    real = ctx.real
+    sample = real.train_x[torch.randperm(real.train_x.shape[0], generator=torch.Generator().manual_seed(0))[:256]]
+    return import_synset(path, fmt, preprocess=preprocess or ctx.preprocess, class_names=real.class_names,
+                         dataset=real.name, image_shape=real.image_shape, reference_images=sample, **options)
+
+
 def synset_for_eval(ecfg, ctx, path) -> SynsetFile:
     """The eval stage's set: our synset.pt, or another code's (`eval.synset_format`) in this run's dataset."""
     fmt = str(ecfg.get("synset_format") or "tesla_podd")
     if fmt == "tesla_podd":
         return SynsetFile.load(path)
     opts = dict(ecfg.get("synset_import") or {})
-    real = ctx.real
-    preprocess = preprocessor_from(opts["zca_from"]) if opts.get("zca_from") else ctx.preprocess
-    sample = real.train_x[torch.randperm(real.train_x.shape[0], generator=torch.Generator().manual_seed(0))[:256]]
+    preprocess = preprocessor_from(opts["zca_from"]) if opts.get("zca_from") else None
     poster = {k: opts.get(k) for k in ("class_grid", "patch_grid", "order")}
-    return import_synset(path, fmt, preprocess=preprocess, class_names=real.class_names, dataset=real.name,
-                         image_shape=real.image_shape, space=str(opts.get("space", "model")), lr=opts.get("lr"),
-                         softmax_labels=bool(opts.get("softmax_labels", False)),
-                         check=bool(opts.get("check", True)), reference_images=sample, poster=poster)
+    return import_into_run(path, fmt, ctx, preprocess, space=str(opts.get("space", "model")), lr=opts.get("lr"),
+                           softmax_labels=bool(opts.get("softmax_labels", False)),
+                           check=bool(opts.get("check", True)), poster=poster)
 
 
 # ---------------------------------------------------------------------------------------------- export

@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tesla_podd import api  # noqa: E402
 from tesla_podd.data.augment import build_augment  # noqa: E402
 from tesla_podd.models import FlatModel, build_model  # noqa: E402
+from tesla_podd.seeding import generator  # noqa: E402
 from tesla_podd.synset.file import SynsetFile  # noqa: E402
 
 
@@ -49,6 +50,10 @@ def main() -> None:
     ap.add_argument("--zca-from", type=Path, required=True, help="a synset.pt whose preprocessing (ZCA) to use")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--draws", choices=("code", "ours"), default="code",
+                    help="code: the TESLA code's random streams; ours: the distill stage's (a uniform expert, the "
+                         "start epoch, then each step's permutation and augmentation, from generator(seed, "
+                         "'distill', it))")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     random.seed(args.seed), np.random.seed(args.seed), torch.manual_seed(args.seed)
@@ -68,20 +73,26 @@ def main() -> None:
     order, pos, t0 = list(range(len(experts))), 0, time.time()
     random.shuffle(order)
     for it in range(int(a.iterations)):
-        traj = experts[order[pos]]
-        pos += 1
-        if pos == len(order):  # a pass over the files ends: reshuffle
-            pos = 0
-            random.shuffle(order)
-        start = np.random.randint(0, int(a.max_start_epoch))
+        if args.draws == "ours":  # the distill stage's draws, in its order (TrajectoryMatching.meta_step)
+            gen = generator(args.seed, "distill", it)
+            traj = experts[int(torch.randint(len(experts), (1,), generator=gen))]
+            start = int(torch.randint(int(a.max_start_epoch), (1,), generator=gen))
+        else:
+            gen = torch.default_generator
+            traj = experts[order[pos]]
+            pos += 1
+            if pos == len(order):  # a pass over the files ends: reshuffle
+                pos = 0
+                random.shuffle(order)
+            start = np.random.randint(0, int(a.max_start_epoch))
         theta0, target = traj[start], traj[start + int(a.expert_epochs)]
         dist = ((theta0 - target) ** 2).sum()
         alpha = lr.item()
         # Pass 1: the student's steps without a graph to the images, keeping each step's batch and augmentation.
         thetas, grad_sum, steps = [theta0], torch.zeros_like(theta0), []
         for _ in range(int(a.syn_steps)):
-            idx = torch.randperm(n_img)
-            draw = aug.sample(n_img, tuple(x.shape[-2:]), torch.default_generator)
+            idx = torch.randperm(n_img, generator=gen)
+            draw = aug.sample(n_img, tuple(x.shape[-2:]), gen)
             steps.append((idx, draw))
             th = thetas[-1].detach().requires_grad_(True)
             g = torch.autograd.grad(ce(flat(th, aug.apply(x.detach()[idx], draw)), y[idx]), th)[0]
@@ -106,7 +117,7 @@ def main() -> None:
     torch.save(x.detach().clone(), args.out / "images.pt")
     torch.save(y.clone(), args.out / "labels.pt")
     torch.save(torch.tensor(lr.item()), args.out / "lr.pt")
-    summary = {"seed": args.seed, "iterations": int(a.iterations), "lr": lr.item(),
+    summary = {"seed": args.seed, "draws": args.draws, "iterations": int(a.iterations), "lr": lr.item(),
                "image_norm": x.detach().flatten(1).norm(dim=1).mean().item(), "wall_s": time.time() - t0}
     (args.out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     print(json.dumps(summary))

@@ -101,6 +101,13 @@ def test_class_and_normalisation_mismatches_are_named(tmp_path):
     torch.save(torch.rand(8, *SHAPE) * 0.02, tmp_path / "images.pt")  # far too flat for this model space
     with pytest.raises(DataError, match=r"spread \(std\).*normalise\(mean/std\)"):
         _import(tmp_path, "mtt", reference_images=real)
+    real_std = float(PRE(real).std())
+    drifted = torch.randn(8, *SHAPE, generator=torch.Generator().manual_seed(3))
+    torch.save(drifted / drifted.std() * 5 * real_std, tmp_path / "images.pt")  # a distilled set's drift: 5x
+    assert _import(tmp_path, "mtt", reference_images=real).images.shape == (8, *SHAPE)
+    torch.save(drifted / drifted.std() * 20 * real_std, tmp_path / "images.pt")  # 20x: a wrong scale
+    with pytest.raises(DataError, match=r"spread \(std\)"):
+        _import(tmp_path, "mtt", reference_images=real)
     with pytest.raises(DataError, match="not \\[0, 1\\] pixels"):
         to_model_space(_images() * 3, PRE)
     pixels = torch.rand(8, *SHAPE)

@@ -49,7 +49,7 @@ def import_synset(path, fmt: str, *, preprocess: Preprocessor, class_names: list
     """A SynsetFile from another code's saved set (see the module docstring for the layouts).
 
     `reference_images`: a few real train images as uint8, for the normalisation check (`check`): the
-    imported images must have a spread within 4x of the real images' in the same model space."""
+    imported images must have a spread within 16x of the real images' in the same model space."""
     check_choice("eval.synset_format", fmt, IMPORT_FORMATS)
     check_choice("eval.synset_import.space", space, SPACES)
     path = Path(path)
@@ -231,11 +231,12 @@ def to_model_space(images: torch.Tensor, preprocess: Preprocessor, source: str =
 def check_normalisation(images: torch.Tensor, preprocess: Preprocessor, reference_uint8: torch.Tensor,
                         source: str) -> None:
     """Refuse a set whose spread is far from the real images' in this model space (wrong normalisation,
-    whitened vs not, [0,1] pixels given as model space). Distilled images drift, so only 4x apart fails."""
+    uint8 values given as floats, a wrong scale). Distilled images drift far: a TESLA IPC-1 set in ZCA space ends
+    at ~4.5x the real images' spread, the same set on the full image gradient at ~8x, so only 16x apart fails."""
     real_std = float(preprocess(reference_uint8).std())
     syn_std = float(images.std())
     ratio = syn_std / max(real_std, 1e-12)
-    if not 0.25 <= ratio <= 4.0:
+    if not 1 / 16 <= ratio <= 16.0:
         hint = ("were they whitened with a ZCA (then set `dataset.zca` as their code did, or give "
                 "`eval.synset_import.zca_from`), or saved as [0,1] pixels (`eval.synset_import.space=pixels`)?")
         raise DataError(f"Images of {source} have a spread (std) of {syn_std:.3g}, but real images in this run's "

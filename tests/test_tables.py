@@ -44,7 +44,7 @@ def test_run_table_dry_run_prints_one_multirun_per_setting():
                         "hydra.sweep.dir=outputs/tables/tesla_table2/tesla_cifar10_ipc10_crossarch paths.data_dir=/d")
     launched = subprocess.run([sys.executable, "scripts/run_table.py", "cpu", "--dry-run", "--launcher", "joblib"],
                               cwd=REPO, capture_output=True, text=True, timeout=60).stdout.splitlines()
-    assert len(launched) == 8 and all(" -m hydra/launcher=joblib experiment=" in line for line in launched)
+    assert len(launched) == 9 and all(" -m hydra/launcher=joblib experiment=" in line for line in launched)
     bad = subprocess.run([sys.executable, "scripts/run_table.py", "no_such_table", "--dry-run"], cwd=REPO,
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "Known tables: cpu" in bad.stderr
@@ -132,6 +132,8 @@ def test_the_shipped_cpu_table_reads_back_from_the_repository():
     tesla = by_row[("tesla_cifar10_ipc1_cpu", ("algorithm.synset_grad_scale=1.0",))]  # the images' full gradient
     assert len(tesla.runs) == 3 and tesla.values["final"]["n"] == 3  # seeds 0, 1, 2; buffer variants excluded
     assert tesla.values["final"]["mean"] == pytest.approx((35.508 + 36.67 + 37.38) / 3, abs=0.01)
+    rat = by_row[("rat_bptt_cifar10_ipc1_cpu", ("dataset.val_mode=within_train",))]  # selection over meta-steps 350/700
+    assert rat.values["max_over_checkpoints_and_lengths"]["mean"] == pytest.approx(34.50, abs=0.01)
 
 
 def _finished_run(tmp_path, overrides_yaml: str, config_yaml: str):

@@ -5,8 +5,9 @@ It follows that code's procedure and its random streams: one global generator fo
 augmentations, the expert files walked in a shuffled order (reshuffled after each pass), the start epoch from
 numpy, plain SGD (momentum 0.5) on the images and on the student lr itself, and the image gradient without the
 factor 2 (as `2 * torch.autograd.grad(...)` leaves it). Everything else is the CPU preset's
-(`experiment=tesla_cifar10_ipc1_cpu`). It writes the set in the MTT layout (images.pt, labels.pt, lr.pt) and a
-summary JSON; the eval stage scores it as any imported set:
+(`experiment=tesla_cifar10_ipc1_cpu`). `--draws ours` takes each iteration's draws from the distill stage's
+generator instead, so the two loops can be compared on identical draws. It writes the set in the MTT layout
+(images.pt, labels.pt, lr.pt) and a summary JSON; the eval stage scores it as any imported set:
 
     python scripts/tesla_code_loop.py OUT --buffers /path/to/reference_buffers --init /path/to/images_zca_0.pt \\
         --zca-from <a run's synset.pt with the same ZCA> --seed 0

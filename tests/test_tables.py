@@ -132,6 +132,9 @@ def test_the_shipped_cpu_table_reads_back_from_the_repository():
     tesla = by_row[("tesla_cifar10_ipc1_cpu", ("algorithm.synset_grad_scale=1.0",))]  # the images' full gradient
     assert len(tesla.runs) == 3 and tesla.values["final"]["n"] == 3  # seeds 0, 1, 2; buffer variants excluded
     assert tesla.values["final"]["mean"] == pytest.approx((35.508 + 36.67 + 37.38) / 3, abs=0.01)
+    halved = by_row[("tesla_cifar10_ipc1_cpu", ())]  # the preset as it is: seeds 0, 1, 2 (cycle variant excluded)
+    assert halved.values["final"]["n"] == 3
+    assert halved.values["final"]["mean"] == pytest.approx((37.634 + 36.724 + 37.59) / 3, abs=0.01)
     rat = by_row[("rat_bptt_cifar10_ipc1_cpu", ("dataset.val_mode=within_train",))]  # selection over meta-steps 350/700
     assert rat.values["max_over_checkpoints_and_lengths"]["mean"] == pytest.approx(34.50, abs=0.01)
 

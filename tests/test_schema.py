@@ -66,6 +66,8 @@ BAD = [  # (preset, key, wrong value, a fragment of "what is allowed")
     ("tesla", "algorithm.expert_epochs", 0, "> 0"), ("tesla", "algorithm.max_start_epoch", 0, "> 0"),
     ("tesla", "algorithm.batch_syn", 0, "> 0"), ("tesla", "algorithm.grad_mode", "fast", "'unrolled'"),
     ("tesla", "algorithm.learn_lr", "yes", "true or false"), ("tesla", "algorithm.exact_keep_every", -1, ">= 0"),
+    ("tesla", "algorithm.synset_grad_warmup", -1, ">= 0"),
+    ("tesla", "algorithm.synset_grad_warmup", 2.5, "whole number"),
     ("tesla", "buffer.num_experts", 0, "> 0"), ("tesla", "buffer.train_epochs", 0, "> 0"),
     ("tesla", "buffer.lr_teacher", 0, "> 0"), ("tesla", "buffer.momentum", 1.0, "< 1"),
     ("tesla", "buffer.batch_size", 0, "> 0"), ("tesla", "buffer.amp", "fp8", "'bf16'"),

@@ -21,7 +21,7 @@ from tesla_podd.synset.pixels import PixelSet
 N_CLASSES, SIZE, STEPS, ALPHA = 3, 8, 3, 0.02
 
 
-def _setup(scale: float | None):
+def _setup(scale: float | None, *extra: str):
     torch.manual_seed(0)
     make = lambda: ConvNet(3, N_CLASSES, SIZE, width=4, depth=1)  # noqa: E731
     theta0 = FlatModel(make()).flatten()
@@ -32,7 +32,7 @@ def _setup(scale: float | None):
                  "algorithm.max_start_epoch=1", f"algorithm.lr_teacher={ALPHA}", "algorithm.lanes=1"]
     if scale is not None:
         overrides.append(f"algorithm.synset_grad_scale={scale}")
-    acfg = compose_cfg(*overrides).algorithm
+    acfg = compose_cfg(*overrides, *extra).algorithm
     res = SimpleNamespace(device=torch.device("cpu"), seed=0, augment=NoAugment(), label_mode="hard",
                           load_experts=lambda n: [torch.stack([theta0, target])],
                           real=SimpleNamespace(image_shape=(3, SIZE, SIZE)), make_model=make, model_name="convnet")
@@ -74,6 +74,20 @@ def test_tesla_image_gradient_is_the_tesla_codes(scale, factor):
     torch.testing.assert_close(synset.images.grad, factor * want_images, rtol=1e-4, atol=1e-7)
     got_lr = (algo.lr.log.grad / algo.lr.value).detach()  # dL/d(log a) -> dL/da
     torch.testing.assert_close(got_lr, want_lr, rtol=1e-4, atol=1e-7)  # the lr's gradient is never scaled
+
+
+@pytest.mark.parametrize("it, share", [(0, 0.25), (2, 0.75), (3, 1.0), (50, 1.0)])
+def test_synset_grad_warmup_ramps_the_image_step(it, share):
+    """synset_grad_warmup=4: the images take 1/4, 2/4, 3/4 of the (halved) gradient at iterations 0-2, all of it
+    from 3 on; the learned lr's gradient is never ramped. The logged image norm is the set's before its step."""
+    algo, synset, theta0, target = _setup(None, "algorithm.synset_grad_warmup=4")
+    want_images, want_lr = _tesla_code_by_hand(synset.images.detach(), theta0, target)
+    logs = algo.meta_step(it, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(synset.images.grad, share * want_images, rtol=1e-4, atol=1e-7)
+    torch.testing.assert_close((algo.lr.log.grad / algo.lr.value).detach(), want_lr, rtol=1e-4, atol=1e-7)
+    per_image = [float(img.norm()) for img in synset.images.detach()]
+    assert logs["image_norm"] == pytest.approx(sum(per_image) / len(per_image), rel=1e-5)
+    assert compose_cfg("method=tesla").algorithm.synset_grad_warmup == 0  # the TESLA code has no ramp
 
 
 def test_mtt_keeps_the_loss_gradient():

@@ -50,6 +50,12 @@ class TrajectoryMatching:
         scale = acfg.get("synset_grad_scale", 1.0)
         check_positive("algorithm.synset_grad_scale", scale)
         self.synset_grad_scale = float(scale)
+        # Optional ramp of that scale over the first iterations (not in the papers' code): a large first image step
+        # (a late start epoch drawn first) otherwise sets the run's regime (docs/tesla-cpu-gap.md).
+        warmup = acfg.get("synset_grad_warmup", 0)
+        if warmup:
+            check_positive("algorithm.synset_grad_warmup", warmup, integer=True)
+        self.synset_grad_warmup = int(warmup or 0)
         self.labels = res.label_mode if res.label_mode in ("teacher", "teacher_last") else "own"
         # The latest target drawn is epoch (max_start_epoch - 1) + expert_epochs.
         self.experts = res.load_experts(self.max_start_epoch - 1 + self.expert_epochs)
@@ -122,16 +128,27 @@ class TrajectoryMatching:
         plans = self._plans(gen, teacher)
         extra = {"keep_every": self.keep_every} if self.mode == "exact" else {}
         loss = MATCHERS[self.mode](self.student, plans, theta0, target, self.lr, **extra)
-        if self.synset_grad_scale != 1.0:  # the synthetic set's gradient only; the learned lr's is the loss's own
+        scale = self.grad_scale_at(it)
+        if scale != 1.0:  # the synthetic set's gradient only; the learned lr's is the loss's own
             for t in learnable_tensors(self.synset):
                 if t.grad is not None:
-                    t.grad.mul_(self.synset_grad_scale)
+                    t.grad.mul_(scale)
         if not self.learn_lr:
             self.lr.log.grad = None
         images = self.synset.param_groups()["images"]
-        grad_norm = torch.sqrt(sum((t.grad.detach() ** 2).sum() for t in images if t.grad is not None)).item()
+        with torch.no_grad():  # one transfer for both figures
+            grad_norm = torch.sqrt(sum((t.grad ** 2).sum() for t in images if t.grad is not None))
+            image_norm = self.synset.materialize().x.flatten(1).norm(dim=1).mean()  # before this iteration's step
+            grad_norm, image_norm = torch.stack([grad_norm, image_norm]).tolist()
         return {"loss": loss, "syn_lr": self.lr.value.item(), "start_epoch": float(start), "expert": float(k),
-                "grad_norm": grad_norm}
+                "grad_norm": grad_norm, "image_norm": image_norm}
+
+    def grad_scale_at(self, it: int) -> float:
+        """`synset_grad_scale`, ramped linearly from 1/W of it at iteration 0 to all of it at W-1 when
+        `synset_grad_warmup` = W > 0."""
+        if self.synset_grad_warmup <= 1:
+            return self.synset_grad_scale
+        return self.synset_grad_scale * min(1.0, (it + 1) / self.synset_grad_warmup)
 
     def _last_epoch(self, k: int) -> torch.Tensor:
         """Expert k's last stored epoch (labels=teacher_last), read from its file: a device preload keeps only

@@ -206,6 +206,7 @@ class TrajectoryConfig:
     momentum: float = fraction()
     learn_lr: bool = required()
     synset_grad_scale: float = positive(1.0)  # x the synthetic set's gradient (tesla.yaml: 0.5, the TESLA code's)
+    synset_grad_warmup: int = num(0, ge=0)  # ramp that scale linearly over this many first iterations (0: none)
     exact_keep_every: int = num(0, ge=0)
     compile: bool = False
     compile_mode: Literal["default", "reduce-overhead", "max-autotune-no-cudagraphs"] = "default"  # CUDA only

@@ -44,7 +44,7 @@ def test_run_table_dry_run_prints_one_multirun_per_setting():
                         "hydra.sweep.dir=outputs/tables/tesla_table2/tesla_cifar10_ipc10_crossarch paths.data_dir=/d")
     launched = subprocess.run([sys.executable, "scripts/run_table.py", "cpu", "--dry-run", "--launcher", "joblib"],
                               cwd=REPO, capture_output=True, text=True, timeout=60).stdout.splitlines()
-    assert len(launched) == 9 and all(" -m hydra/launcher=joblib experiment=" in line for line in launched)
+    assert len(launched) == 10 and all(" -m hydra/launcher=joblib experiment=" in line for line in launched)
     bad = subprocess.run([sys.executable, "scripts/run_table.py", "no_such_table", "--dry-run"], cwd=REPO,
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "Known tables: cpu" in bad.stderr
@@ -135,6 +135,9 @@ def test_the_shipped_cpu_table_reads_back_from_the_repository():
     halved = by_row[("tesla_cifar10_ipc1_cpu", ())]  # the preset as it is: seeds 0, 1, 2 (cycle variant excluded)
     assert halved.values["final"]["n"] == 3
     assert halved.values["final"]["mean"] == pytest.approx((37.634 + 36.724 + 37.59) / 3, abs=0.01)
+    ramp = by_row[("tesla_cifar10_ipc1_cpu", ("algorithm.synset_grad_warmup=10", "distill.select_every=0"))]
+    assert ramp.values["final"]["n"] == 5  # seeds 0-4 with the image step ramped over 10 iterations
+    assert ramp.values["final"]["mean"] == pytest.approx((39.17 + 36.45 + 37.52 + 39.06 + 38.53) / 5, abs=0.01)
     rat = by_row[("rat_bptt_cifar10_ipc1_cpu", ("dataset.val_mode=within_train",))]  # selection over meta-steps 350/700
     assert rat.values["max_over_checkpoints_and_lengths"]["mean"] == pytest.approx(34.50, abs=0.01)
 

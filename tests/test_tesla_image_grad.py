@@ -87,13 +87,14 @@ def test_synset_grad_warmup_ramps_the_image_step(it, share):
     torch.testing.assert_close((algo.lr.log.grad / algo.lr.value).detach(), want_lr, rtol=1e-4, atol=1e-7)
     per_image = [float(img.norm()) for img in synset.images.detach()]
     assert logs["image_norm"] == pytest.approx(sum(per_image) / len(per_image), rel=1e-5)
-    assert compose_cfg("method=tesla").algorithm.synset_grad_warmup == 0  # the TESLA code has no ramp
 
 
 def test_mtt_keeps_the_loss_gradient():
     assert compose_cfg("method=mtt").algorithm.synset_grad_scale == 1.0
     assert compose_cfg("method=tesla").algorithm.synset_grad_scale == 0.5
     assert compose_cfg("experiment=tesla_cifar10_ipc1_cpu").algorithm.synset_grad_scale == 0.5
+    assert compose_cfg("method=tesla").algorithm.synset_grad_warmup == 0  # the TESLA code has no ramp
+    assert compose_cfg("experiment=tesla_cifar10_ipc1_cpu").algorithm.synset_grad_warmup == 0  # the preset follows it
 
 
 def test_expert_order_cycle_visits_every_expert_once_per_pass():
